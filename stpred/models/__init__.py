@@ -1,0 +1,3 @@
+"""Predictor families; importing this package registers every built-in model."""
+
+from stpred.models import fno, simvp  # noqa: F401

@@ -1,0 +1,65 @@
+"""Model registry: one name per predictor, shared by the registry, ``configs/model/<name>.yaml`` and the CLI."""
+
+from __future__ import annotations
+
+import fnmatch
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch.nn as nn
+
+from stpred.errors import UserError
+
+__all__ = ["register_model", "create_model", "list_models", "model_class"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a model class or factory under ``name`` (a duplicate name warns and replaces)."""
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS and _MODELS[name] is not fn:
+            warnings.warn(f"model '{name}' registered twice; the later definition wins", stacklevel=2)
+        _MODELS[name] = fn
+        return fn
+
+    return decorator
+
+
+def _ensure_builtin_models() -> None:
+    import stpred.models  # noqa: F401  (registers the built-in families)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted registered names matching a shell-style ``pattern``."""
+    _ensure_builtin_models()
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def model_class(name: str) -> Callable[..., nn.Module]:
+    _ensure_builtin_models()
+    if name not in _MODELS:
+        close = fnmatch.filter(_MODELS, f"*{name[:3]}*") if name else []
+        hint = f" Did you mean one of {close}?" if close else ""
+        raise UserError(f"unknown model '{name}'. Available: {', '.join(sorted(_MODELS))}.{hint}")
+    return _MODELS[name]
+
+
+def create_model(name: str, *, checkpoint_path: str | None = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model; ``None`` kwargs are dropped so configs can leave a value unset.
+
+    Args:
+        name: registry name, e.g. ``"simvpv2"``.
+        checkpoint_path: optional bare ``state_dict`` file (``.pth``/``.pt``) to load into the model.
+        **kwargs: the model's constructor arguments (``in_shape``, ``out_frames``, hyperparameters).
+    """
+    model = model_class(name)(**{k: v for k, v in kwargs.items() if v is not None})
+    if checkpoint_path is not None:
+        import torch
+
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        model.load_state_dict({k.replace("_orig_mod.", ""): v for k, v in state.items()})
+    return model
