@@ -1,0 +1,29 @@
+# The README's two set-up commands. Both create .venv on first use and install stpred into it.
+# TORCH pins the PyTorch release: on a machine without a GPU pip takes the CPU build (no CUDA packages).
+PY ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stpred-installed
+PYTEST_ARGS ?=
+
+.PHONY: quickstart test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)" -e ".[dev]"
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/stpred-train experiment=quickstart
+
+test: $(STAMP)
+	@test -n "$$STPRED_DATA" || { echo "set STPRED_DATA to the shared data folder (e.g. STPRED_DATA=../shared/data make test)"; exit 2; }
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q --timeout=900 $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/stpred-bench kernels --out docs/bench
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

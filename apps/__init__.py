@@ -1,0 +1,1 @@
+"""Console scripts: ``stpred-train``, ``stpred-eval``, ``stpred-bench``. Apps only compose library parts."""

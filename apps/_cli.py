@@ -1,0 +1,87 @@
+"""Shared console-script plumbing: a user's mistake ends with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+
+from stpred.errors import UserError
+
+__all__ = ["run_cli", "one_line", "user_error_in_chain"]
+
+_HYDRA_TAIL = re.compile(r"(Config search path|Set the environment variable HYDRA_FULL_ERROR).*", re.S)
+
+
+def one_line(message: str) -> str:
+    """Collapse a multi-line library message into one line, without Hydra's search-path and hint tails."""
+    message = _HYDRA_TAIL.sub("", message)
+    parts = [p.strip() for p in message.splitlines() if p.strip()]
+    return "; ".join(parts)
+
+
+def user_error_in_chain(exc: BaseException) -> UserError | None:
+    """The :class:`UserError` that caused ``exc`` (Hydra wraps errors raised while instantiating a target)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+        OmegaConfBaseException,
+        MisconfigurationException,
+    )
+
+
+def _fail(prog: str, message: str) -> None:
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run_cli(prog: str, entry: Callable[[], object]) -> None:
+    """Run ``entry`` (a Hydra main or an argparse main), turning user mistakes into one line and exit 2."""
+    # Hydra otherwise prints its own multi-line report and exits 1; this makes it raise so we can report.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        entry()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        user = user_error_in_chain(exc)
+        if user is not None:
+            _fail(prog, str(user))
+        if isinstance(exc, _user_error_types()):
+            _fail(prog, _describe_config_error(exc))
+        raise
+
+
+def _describe_config_error(exc: BaseException) -> str:
+    text = str(exc)
+    missing = re.search(r"Could not find '([\w/]+)/(\w+)'", text)
+    if missing:
+        group, option = missing.groups()
+        available = re.findall(r"^\t(\S+)$", text, re.M)
+        listed = f"; available: {', '.join(available)}" if available else ""
+        return f"unknown {group} '{option}' (config group '{group}'){listed}"
+    if "Could not override" in text or "not in struct" in text:
+        key = re.search(r"Could not override '([^']+)'", text)
+        name = key.group(1) if key else "a key"
+        return (
+            f"unknown config key {name}: check its spelling (`--cfg job` prints the config); "
+            f"use +{name}=... to add a new key"
+        )
+    return text

@@ -1,0 +1,120 @@
+"""Rebuild a trained predictor from a Lightning ``.ckpt`` alone (``weights_only=True``; no config, no dataset)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from stpred import __version__
+from stpred.errors import UserError
+from stpred.registry import create_model, model_class
+
+__all__ = ["Predictor", "load_predictor", "read_checkpoint"]
+
+
+class Predictor:
+    """A trained network with its normalisation and metadata; ``predict`` works in physical units.
+
+    Args:
+        net: the predictor, ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]`` on normalised values.
+        metadata: the datamodule metadata stored in the checkpoint (``mean``, ``std``, shapes, units, grid...).
+        model_name: registry name of ``net``.
+    """
+
+    def __init__(self, net: nn.Module, metadata: dict[str, Any], model_name: str) -> None:
+        self.net = net.eval()
+        self.metadata = metadata
+        self.model_name = model_name
+        self.in_shape = tuple(int(v) for v in metadata["in_shape"])
+        self.out_frames = int(metadata["out_frames"])
+        channels = self.in_shape[1]
+        self._mean = torch.as_tensor(metadata["mean"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
+        self._std = torch.as_tensor(metadata["std"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: torch.device | str) -> Predictor:
+        self.net.to(device)
+        return self
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Forecast from physical-unit inputs.
+
+        Args:
+            x: ``[B, T_in, C, H, W]`` or a single ``[T_in, C, H, W]`` sequence, in the data's own units.
+
+        Returns:
+            ``[B, T_out, C, H, W]`` (or ``[T_out, C, H, W]``) de-normalised float32 forecasts on the predictor's
+            device.
+        """
+        x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
+        single = x.dim() == 4
+        if single:
+            x = x.unsqueeze(0)
+        if tuple(x.shape[1:]) != self.in_shape:
+            expected = ", ".join(map(str, self.in_shape))
+            raise UserError(f"input of shape {tuple(x.shape)} does not fit this checkpoint: it expects [B, {expected}]")
+        device = self.device
+        mean, std = self._mean.to(device), self._std.to(device)
+        y = self.net((x.to(device, torch.float32) - mean) / std).float() * std + mean
+        return y[0] if single else y
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a ``.ckpt`` with ``weights_only=True``; a missing or foreign file is one clear :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path} (pass the path of a .ckpt written by stpred-train)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not a usable checkpoint
+        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not hparams or "model" not in hparams or "data" not in hparams:
+        raise UserError(f"{path} is not an stpred checkpoint (no model/data hyperparameters); train with stpred-train")
+    return ckpt
+
+
+def load_predictor(path: str | Path, map_location: str | torch.device = "cpu") -> Predictor:
+    """Rebuild model, normalisation and metadata from a checkpoint written by ``stpred-train``.
+
+    Examples:
+        >>> predictor = load_predictor("runs/quickstart/checkpoints/last.ckpt")  # doctest: +SKIP
+        >>> forecast = predictor.predict(x)  # [B, T_in, C, H, W] -> [B, T_out, C, H, W], physical units
+    """
+    ckpt = read_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    model_cfg, data = hp["model"], hp["data"]
+    saved_version = hp.get("stpred_version")
+    if saved_version and saved_version != __version__:
+        warnings.warn(f"{path} was written by stpred {saved_version}; this is {__version__}", stacklevel=2)
+    current_model_version = int(getattr(model_class(model_cfg["name"]), "_version", 1))
+    if int(hp.get("model_version", current_model_version)) != current_model_version:
+        warnings.warn(
+            f"{path} holds {model_cfg['name']} version {hp.get('model_version')}; the code is version "
+            f"{current_model_version}",
+            stacklevel=2,
+        )
+    net = create_model(
+        model_cfg["name"],
+        in_shape=tuple(int(v) for v in data["in_shape"]),
+        out_frames=int(data["out_frames"]),
+        **(model_cfg.get("kwargs") or {}),
+    )
+    state = {
+        k[len("net.") :].replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")
+    }
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"checkpoint {path} does not match model '{model_cfg['name']}': {first}") from None
+    return Predictor(net, data, model_cfg["name"]).to(map_location)

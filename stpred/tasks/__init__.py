@@ -1,0 +1,6 @@
+"""LightningModules that own loss, optimisation, metrics and logging; they join datamodules and models."""
+
+from stpred.tasks.forecast import ForecastTask
+from stpred.tasks.optim import build_optimizers
+
+__all__ = ["ForecastTask", "build_optimizers"]

@@ -1,0 +1,149 @@
+"""``ForecastTask``: sequence-to-sequence forecasting ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MinMetric
+
+from stpred import __version__
+from stpred.errors import ConfigError
+from stpred.metrics import ForecastMetrics, latitude_area_weights, relative_l2
+from stpred.registry import create_model
+from stpred.tasks.optim import build_optimizers
+
+__all__ = ["ForecastTask", "REQUIRED_METADATA"]
+
+REQUIRED_METADATA = ("in_shape", "out_frames", "mean", "std")
+LOSSES = ("mse", "mse+l1", "rel_l2")
+
+
+class ForecastTask(L.LightningModule):
+    """Trains a registered predictor on normalised sequences; reports metrics in physical units.
+
+    Everything it takes is a plain value, so checkpoints load with ``weights_only=True`` and
+    :func:`stpred.load_predictor` can rebuild the model with nothing else at hand.
+
+    Args:
+        model: ``{"name": registry name, "kwargs": {...}}``; ``in_shape``/``out_frames`` come from ``data``.
+        data: the datamodule's ``metadata()`` (shapes, per-channel ``mean``/``std``, ``data_range``, ``pde``,
+            optional ``latitude`` for latitude-weighted errors).
+        optim: optimiser and schedule, see :data:`stpred.tasks.optim.OPTIM_DEFAULTS`.
+        loss: ``"mse"`` (default), ``"mse+l1"`` or ``"rel_l2"`` (FNO's relative L2), on normalised values.
+        compile: compile the network in place (``self.net.compile``) in ``configure_model``.
+        compile_kwargs: keyword arguments for ``torch.compile``.
+        datamodule: the datamodule's config (plain dict), kept so evaluation can rebuild the data.
+        stpred_version: the library version that wrote the checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        data: dict[str, Any],
+        optim: dict[str, Any] | None = None,
+        loss: str = "mse",
+        compile: bool = False,
+        compile_kwargs: dict[str, Any] | None = None,
+        datamodule: dict[str, Any] | None = None,
+        stpred_version: str = __version__,
+    ) -> None:
+        super().__init__()
+        missing = [k for k in REQUIRED_METADATA if k not in data]
+        if missing:
+            raise ConfigError(f"datamodule metadata lacks {missing}; a datamodule must provide {REQUIRED_METADATA}")
+        if loss not in LOSSES:
+            raise ConfigError(f"loss='{loss}' is not one of {LOSSES}")
+        if "name" not in model:
+            raise ConfigError("model config needs a 'name' (a registry name, e.g. model=simvpv2)")
+        self.save_hyperparameters()
+        in_shape = tuple(int(v) for v in data["in_shape"])
+        self.out_frames = int(data["out_frames"])
+        self.net = create_model(
+            model["name"], in_shape=in_shape, out_frames=self.out_frames, **(model.get("kwargs") or {})
+        )
+        self.hparams["model_version"] = int(getattr(self.net, "_version", 1))
+        channels = in_shape[1]
+        mean = torch.as_tensor(data["mean"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
+        std = torch.as_tensor(data["std"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.val_metrics = self._make_metrics(data)
+        self.test_metrics = self._make_metrics(data)
+        self.val_mse_best = MinMetric()
+        self.test_per_lead: dict[str, list[float]] = {}
+        self.test_results: dict[str, float] = {}
+
+    def _make_metrics(self, data: dict[str, Any]) -> ForecastMetrics:
+        lat = data.get("latitude")
+        return ForecastMetrics(
+            self.out_frames,
+            data_range=data.get("data_range"),
+            pde=bool(data.get("pde", False)),
+            lat_weights=latitude_area_weights(lat).tolist() if lat is not None else None,
+        )
+
+    # -- model ----------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.net.compile(**(self.hparams.compile_kwargs or {}))
+            self._compiled = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised ``[B, T_in, C, H, W]`` -> normalised ``[B, T_out, C, H, W]``."""
+        return self.net(x)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() * self.std + self.mean
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.hparams.loss == "mse":
+            return F.mse_loss(pred, target)
+        if self.hparams.loss == "mse+l1":
+            return F.mse_loss(pred, target) + F.l1_loss(pred, target)
+        return relative_l2(pred, target).mean()
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred = self(batch["x"])
+        loss = self._loss(pred, batch["y"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=pred.shape[0])
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str, metrics: ForecastMetrics) -> dict:
+        pred = self(batch["x"])
+        loss = self._loss(pred, batch["y"])
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=pred.shape[0])
+        metrics.update(self.denormalize(pred), self.denormalize(batch["y"]))
+        return {"pred": pred.detach()}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._eval_step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        return self._eval_step(batch, "test", self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log_dict({f"val/{k}": v.float() for k, v in values.items()})
+        if not self.trainer.sanity_checking:
+            self.val_mse_best.update(values["mse"])
+            self.log("val/mse_best", self.val_mse_best.compute())
+
+    def on_test_epoch_end(self) -> None:
+        values = self.test_metrics.compute()
+        self.test_per_lead = {k: v.double().tolist() for k, v in self.test_metrics.per_lead().items()}
+        self.test_metrics.reset()
+        self.test_results = {k: float(v) for k, v in values.items()}
+        self.log_dict({f"test/{k}": v.float() for k, v in values.items()})
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        trainer = self.trainer
+        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        steps = max(1, int(trainer.estimated_stepping_batches) // max_epochs) if trainer.max_epochs else 1
+        return build_optimizers(
+            self.parameters(), dict(self.hparams.optim or {}), max_epochs=max_epochs, steps_per_epoch=steps
+        )

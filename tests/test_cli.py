@@ -1,0 +1,48 @@
+"""Console scripts: a user's mistake ends with one clear line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _cli(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["model=nope"], "unknown model 'nope'"),
+        (["trainer.max_epoch=3"], "unknown config key trainer.max_epoch"),
+        (["experiment=nope"], "unknown experiment 'nope'"),
+        (["optim.scheduler=sometimes", "debug=fdr"], "optim.scheduler='sometimes'"),
+    ],
+)
+def test_train_config_mistakes_are_one_line_and_exit_2(tmp_path, args, needle):
+    proc = _cli("stpred.apps.train", *args, "data.n_train=8", "data.resolution=16", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0] and lines[0].startswith("stpred-train: error:")
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_registry_name_is_one_clear_error():
+    import stpred
+
+    with pytest.raises(stpred.UserError) as info:
+        stpred.create_model("simvp_v3", in_shape=(10, 1, 64, 64), out_frames=10)
+    message = str(info.value)
+    assert "unknown model 'simvp_v3'" in message and "simvpv2" in message and "\n" not in message
+
+
+def test_eval_missing_checkpoint_is_one_line(tmp_path):
+    proc = _cli("stpred.apps.evaluate", f"ckpt_path={tmp_path / 'missing.ckpt'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"stpred-eval: error: checkpoint not found: {tmp_path / 'missing.ckpt'} "
+        "(pass the path of a .ckpt written by stpred-train)"
+    ]

@@ -1,0 +1,55 @@
+"""Every config group composes, and every experiment builds its datamodule object and its model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+from _hydra import compose_config
+
+import stpred
+from stpred.apps.train import CONFIG_DIR
+
+GROUPS = ("data", "model", "trainer", "callbacks", "logger", "experiment", "debug")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def test_every_registered_model_has_a_config_and_back():
+    assert _options("model") == stpred.list_models()
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_of_every_group_composes(group, tmp_path):
+    options = _options(group)
+    assert options, f"config group {group} is empty"
+    for option in options:
+        cfg = compose_config("train", [f"{group}={option}", f"paths.output_dir={tmp_path}"])
+        assert cfg.data._target_ and cfg.model.name and cfg.trainer._target_
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_experiment_builds_its_datamodule_and_model(experiment, tmp_path):
+    cfg = compose_config("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}", f"data.root={tmp_path}"])
+    assert cfg.task_name == experiment
+    dm = hydra.utils.instantiate(cfg.data)
+    in_shape = (dm.t_in, 1, *_grid(cfg))
+    model = stpred.create_model(cfg.model.name, in_shape=in_shape, out_frames=dm.t_out, **cfg.model.kwargs)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    trainer = hydra.utils.instantiate(cfg.trainer, accelerator="cpu", devices=1, logger=False)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def _grid(cfg) -> tuple[int, int]:
+    size = cfg.data.get("resolution") or cfg.data.get("image_size")
+    return (size, size)
+
+
+def test_mmnist_simvpv2_preset_is_the_published_model(tmp_path):
+    cfg = compose_config("train", ["experiment=mmnist_simvpv2", f"paths.output_dir={tmp_path}"])
+    model = stpred.create_model("simvpv2", in_shape=(10, 1, 64, 64), out_frames=10, **cfg.model.kwargs)
+    assert abs(sum(p.numel() for p in model.parameters()) - 46.77e6) / 46.77e6 < 1e-3
+    assert cfg.optim.lr == 1e-3 and cfg.optim.scheduler == "onecycle" and cfg.data.batch_size == 16
