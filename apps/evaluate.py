@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from stpred.apps._cli import run_cli
-from stpred.apps.train import CONFIG_DIR, build_datamodule
+from stpred.apps.train import CONFIG_DIR, build_datamodule, use_hydra_logging
 
 __all__ = ["evaluate", "main"]
 
@@ -40,6 +40,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from stpred.checkpoint import read_checkpoint
     from stpred.errors import UserError
 
+    use_hydra_logging()
     ckpt = read_checkpoint(cfg.ckpt_path)
     hp = ckpt["hyper_parameters"]
     data_cfg = cfg.get("data") or hp.get("datamodule")

@@ -29,6 +29,17 @@ CONFIG_DIR = str(Path(stpred.configs.__file__).parent)
 log = logging.getLogger("stpred.train")
 
 
+def use_hydra_logging() -> None:
+    """Send Lightning's log records through Hydra's handlers only (console and ``train.log``), not twice."""
+    import lightning  # noqa: F401  (its import attaches its own console handler)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
 def _instantiate_list(group: DictConfig | None, kind: str) -> list[Any]:
     objs = []
     for conf in (group or {}).values():
@@ -93,6 +104,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from stpred.apps._report import write_per_lead
 
+    use_hydra_logging()
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
