@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from stpred.errors import UserError
 
-__all__ = ["run_cli", "one_line", "user_error_in_chain"]
+__all__ = ["run_cli", "guard", "one_line", "user_error_in_chain"]
 
 _HYDRA_TAIL = re.compile(r"(Config search path|Set the environment variable HYDRA_FULL_ERROR).*", re.S)
 
@@ -51,12 +51,14 @@ def _fail(prog: str, message: str) -> None:
     sys.exit(2)
 
 
-def run_cli(prog: str, entry: Callable[[], object]) -> None:
-    """Run ``entry`` (a Hydra main or an argparse main), turning user mistakes into one line and exit 2."""
-    # Hydra otherwise prints its own multi-line report and exits 1; this makes it raise so we can report.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+def guard(prog: str, fn: Callable[[], object]) -> object:
+    """Call ``fn``; a user's mistake becomes one line on stderr and ``SystemExit(2)``, a bug keeps its traceback.
+
+    Used inside Hydra jobs too: Hydra reports an exception leaving a job with extra lines, but lets
+    ``SystemExit`` through untouched.
+    """
     try:
-        entry()
+        return fn()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -67,6 +69,13 @@ def run_cli(prog: str, entry: Callable[[], object]) -> None:
         if isinstance(exc, _user_error_types()):
             _fail(prog, _describe_config_error(exc))
         raise
+
+
+def run_cli(prog: str, entry: Callable[[], object]) -> None:
+    """Run a console script's ``entry`` (a Hydra main or an argparse main) under :func:`guard`."""
+    # Hydra otherwise prints its own multi-line report for composition errors and exits 1.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    guard(prog, entry)
 
 
 def _describe_config_error(exc: BaseException) -> str:

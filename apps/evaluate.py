@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from stpred.apps._cli import run_cli
+from stpred.apps._cli import guard, run_cli
 from stpred.apps.train import CONFIG_DIR, build_datamodule, use_hydra_logging
 
 __all__ = ["evaluate", "main"]
@@ -66,7 +66,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    guard("stpred-eval", lambda: evaluate(cfg))
 
 
 def main() -> None:

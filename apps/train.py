@@ -21,7 +21,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import stpred.configs
-from stpred.apps._cli import run_cli
+from stpred.apps._cli import guard, run_cli
 
 __all__ = ["CONFIG_DIR", "train", "main"]
 
@@ -145,7 +145,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    results = train(cfg)
+    results = guard("stpred-train", lambda: train(cfg))
     return results.get("mse")
 
 

@@ -22,11 +22,15 @@ def _cli(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
     ],
 )
 def test_train_config_mistakes_are_one_line_and_exit_2(tmp_path, args, needle):
-    proc = _cli("stpred.apps.train", *args, "data.n_train=8", "data.resolution=16", cwd=tmp_path)
+    small = ["data.n_train=8", "data.n_val=4", "data.n_test=4", "data.resolution=16", "model.kwargs.modes=4"]
+    proc = _cli(
+        "stpred.apps.train", *args, *small, f"data.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert needle in lines[0] and lines[0].startswith("stpred-train: error:")
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, proc.stderr
+    assert needle in errors[0] and errors[0].startswith("stpred-train: error:")
+    assert proc.stderr.rstrip().endswith(errors[0])
     assert "Traceback" not in proc.stderr
 
 

@@ -23,7 +23,9 @@ TINY_DATA = [
     "data.n_test=8",
     "data.t_in=4",
     "data.t_out=3",
-    "data.batch_size=8",
+    "data.batch_size=4",
+    "optim.scheduler=none",
+    "optim.lr=1e-2",
     "data.progress=false",
     "model.kwargs.modes=4",
     "model.kwargs.width=8",
@@ -53,7 +55,7 @@ def _epoch_rows(metrics_csv: Path, key: str) -> list[tuple[int, float]]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, ns_root) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("trained")
-    return _run(tmp, ns_root, ["trainer.max_epochs=4", "optim.lr=3e-3"])
+    return _run(tmp, ns_root, ["trainer.max_epochs=4"])
 
 
 def test_training_run_writes_its_folder_and_validation_loss_drops(trained):
@@ -112,7 +114,7 @@ def test_resume_continues_at_the_saved_step(trained, tmp_path, ns_root):
     steps_per_epoch = saved["global_step"] // 4
     assert saved["epoch"] == 3 and steps_per_epoch > 0
 
-    resumed, _ = _run(tmp_path, ns_root, ["trainer.max_epochs=5", "optim.lr=3e-3", f"ckpt_path={last}", "test=false"])
+    resumed, _ = _run(tmp_path, ns_root, ["trainer.max_epochs=5", f"ckpt_path={last}", "test=false"])
     train_rows = _epoch_rows(resumed / "metrics.csv", "train/loss_epoch")
     assert [e for e, _ in train_rows] == [4], "resumed run must train only the remaining epoch"
     new = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

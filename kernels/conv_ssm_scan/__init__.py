@@ -1,0 +1,277 @@
+"""Complex diagonal conv-SSM scan (ConvS5's time recurrence), with dispatch between Triton and PyTorch.
+
+``x_t = Λ̄_p·x_{t-1} + Bu_t`` for every stream (b, p, h, w), ``x_{-1} = x0`` (or 0). Two public layouts:
+
+- complex: ``bu [B, L, P, H, W]`` complex, ``lam_bar [P]`` complex (:func:`conv_ssm_scan`);
+- planar real: ``bu [B, L, 2, P, H, W]`` (plane 0 = Re, plane 1 = Im), ``lam_bar [P, 2]``
+  (:func:`conv_ssm_scan_planar`). This is what ConvSSM uses: its B conv writes ``[Re; Im]`` as 2P channels
+  and its C conv reads ``[x_re; x_im]``, so no complex/real copies are made.
+
+``impl="auto"`` runs Triton when every tensor is on CUDA and Triton is importable, the fast PyTorch path
+otherwise (see :func:`stpred.kernels.resolve_impl`); ``"torch"`` and ``"triton"`` force one. The sequential
+reference lives in :mod:`stpred.kernels.conv_ssm_scan.reference`. The math is in this folder's README.md.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from stpred.kernels._dispatch import resolve_impl
+
+__all__ = [
+    "conv_ssm_scan",
+    "conv_ssm_scan_planar",
+    "conv_ssm_step",
+    "conv_ssm_step_planar",
+    "conv_ssm_scan_planar_torch",
+]
+
+
+def _state_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _check_planar(lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None) -> None:
+    if bu.dim() != 6 or bu.shape[2] != 2:
+        raise ValueError(f"bu must be [B, L, 2, P, H, W], got {tuple(bu.shape)}")
+    b, length, _, p, h, w = bu.shape
+    if length < 1:
+        raise ValueError("bu must have at least one time step")
+    if lam_bar.shape != (p, 2):
+        raise ValueError(f"lam_bar must be [P, 2] = [{p}, 2], got {tuple(lam_bar.shape)}")
+    if x0 is not None and x0.shape != (b, 2, p, h, w):
+        raise ValueError(f"x0 must be [B, 2, P, H, W] = {(b, 2, p, h, w)}, got {tuple(x0.shape)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fast PyTorch path: the recurrence itself, fused into in-place addcmul steps on preallocated outputs.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _gate(lam_bar: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Re Λ̄, Im Λ̄) shaped ``[P, 1, 1]`` to broadcast over ``[..., P, H, W]``."""
+    return lam_bar[:, 0].to(dtype).view(-1, 1, 1), lam_bar[:, 1].to(dtype).view(-1, 1, 1)
+
+
+def _mul_gate_into(
+    out: torch.Tensor, base: torch.Tensor | None, ar: torch.Tensor, ai: torch.Tensor, prev: torch.Tensor, conj: bool
+) -> None:
+    """``out = base + a·prev`` (``conj(a)·prev`` if ``conj``) on ``[B, 2, P, H, W]`` planes, in three fused ops."""
+    if base is None:
+        torch.mul(prev, ar, out=out)
+    else:
+        torch.addcmul(base, ar, prev, out=out)
+    sign = 1.0 if conj else -1.0
+    out[:, 0].addcmul_(ai, prev[:, 1], value=sign)
+    out[:, 1].addcmul_(ai, prev[:, 0], value=-sign)
+
+
+def _scan_fwd_torch(ar: torch.Tensor, ai: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
+    xs = torch.empty(bu.shape, dtype=ar.dtype, device=bu.device)
+    prev = x0
+    for t in range(bu.shape[1]):
+        out = xs[:, t]
+        if prev is None:
+            out.copy_(bu[:, t])
+        else:
+            _mul_gate_into(out, bu[:, t], ar, ai, prev, conj=False)
+        prev = out
+    return xs
+
+
+def _scan_bwd_torch(
+    ar: torch.Tensor,
+    ai: torch.Tensor,
+    g: torch.Tensor,
+    g_last: torch.Tensor | None,
+    xs: torch.Tensor,
+    x0: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Reverse scan with conj(a); the dΛ̄ products are accumulated per step while the planes are in cache."""
+    b, length, _, p, h, w = g.shape
+    dbu = torch.empty(g.shape, dtype=ar.dtype, device=g.device)
+    acc_re = torch.zeros((b, 2, p, h, w), dtype=ar.dtype, device=g.device)  # g_r x_r and g_i x_i
+    acc_im = torch.zeros((b, p, h, w), dtype=ar.dtype, device=g.device)  # g_i x_r - g_r x_i
+    for t in reversed(range(length)):
+        out = dbu[:, t]
+        if t < length - 1:
+            _mul_gate_into(out, g[:, t], ar, ai, dbu[:, t + 1], conj=True)
+        elif g_last is not None:
+            torch.add(g[:, t], g_last, out=out)
+        else:
+            out.copy_(g[:, t])
+        x_prev = xs[:, t - 1] if t > 0 else x0
+        if x_prev is not None:
+            acc_re.addcmul_(out, x_prev)
+            acc_im.addcmul_(out[:, 1], x_prev[:, 0])
+            acc_im.addcmul_(out[:, 0], x_prev[:, 1], value=-1.0)
+    da = torch.stack([acc_re.sum(dim=(0, 1, 3, 4)), acc_im.sum(dim=(0, 2, 3))], dim=1)
+    dx0 = None
+    if x0 is not None:
+        dx0 = torch.empty(x0.shape, dtype=ar.dtype, device=g.device)
+        _mul_gate_into(dx0, None, ar, ai, dbu[:, 0], conj=True)
+    return dbu, da, dx0
+
+
+class _ConvSSMScanTorch(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None):
+        dtype = _state_dtype(bu.dtype)
+        ar, ai = _gate(lam_bar, dtype)
+        xs = _scan_fwd_torch(ar, ai, bu.to(dtype), None if x0 is None else x0.to(dtype))
+        x_last = xs[:, -1].clone()
+        xs_out = xs.to(bu.dtype)
+        # xs is saved in the state dtype; for float32 inputs it is the returned tensor itself (no copy).
+        ctx.save_for_backward(lam_bar, xs, x0)
+        ctx.bu_dtype = bu.dtype
+        ctx.set_materialize_grads(False)
+        return xs_out, x_last
+
+    @staticmethod
+    def backward(ctx, g_xs: torch.Tensor | None, g_last: torch.Tensor | None):
+        lam_bar, xs, x0 = ctx.saved_tensors
+        dtype = xs.dtype
+        ar, ai = _gate(lam_bar, dtype)
+        g = torch.zeros_like(xs) if g_xs is None else g_xs.to(dtype)
+        g_last = None if g_last is None else g_last.to(dtype)
+        dbu, da, dx0 = _scan_bwd_torch(ar, ai, g, g_last, xs, None if x0 is None else x0.to(dtype))
+        return da.to(lam_bar.dtype), dbu.to(ctx.bu_dtype), None if dx0 is None else dx0.to(x0.dtype)
+
+
+def conv_ssm_scan_planar_torch(
+    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fast PyTorch path of :func:`conv_ssm_scan_planar` (same arguments, no dispatch)."""
+    _check_planar(lam_bar, bu, x0)
+    return _ConvSSMScanTorch.apply(lam_bar, bu, x0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def conv_ssm_scan_planar(
+    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None = None, *, impl: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scan ``x_t = Λ̄_p·x_{t-1} + Bu_t`` on the planar real layout.
+
+    Args:
+        lam_bar: real ``[P, 2]``: (Re Λ̄, Im Λ̄) per state channel.
+        bu: real ``[B, L, 2, P, H, W]``: plane 0 is Re Bu, plane 1 is Im Bu (float32; bf16/fp16 accepted, the
+            state and accumulation stay float32; float64 runs on the PyTorch path in float64).
+        x0: real ``[B, 2, P, H, W]`` initial state ``x_{-1}``, or ``None`` for zeros.
+        impl: ``"auto" | "triton" | "torch"``.
+
+    Returns:
+        ``(xs, x_last)``: ``xs [B, L, 2, P, H, W]`` in ``bu``'s dtype and ``x_last [B, 2, P, H, W]`` in the
+        state dtype (float32, or float64). Both are differentiable w.r.t. ``lam_bar``, ``bu`` and ``x0``.
+
+    Examples:
+        >>> lam_bar = torch.tensor([[0.5, 0.5]])
+        >>> bu = torch.zeros(1, 3, 2, 1, 1, 1)
+        >>> bu[:, :, 0] = 1.0
+        >>> xs, x_last = conv_ssm_scan_planar(lam_bar, bu, impl="torch")
+        >>> xs[0, :, :, 0, 0, 0]
+        tensor([[1.0000, 0.0000],
+                [1.5000, 0.5000],
+                [1.5000, 1.0000]])
+        >>> x_last[0, :, 0, 0, 0]
+        tensor([1.5000, 1.0000])
+    """
+    _check_planar(lam_bar, bu, x0)
+    tensors = (lam_bar, bu) if x0 is None else (lam_bar, bu, x0)
+    chosen = resolve_impl(impl, *tensors)
+    if chosen == "triton" and bu.dtype == torch.float64:
+        if impl == "triton":
+            raise ValueError("the Triton scan computes in float32; use impl='torch' for float64 inputs")
+        chosen = "torch"
+    if chosen == "triton":
+        from stpred.kernels.conv_ssm_scan.triton import conv_ssm_scan_planar_triton
+
+        return conv_ssm_scan_planar_triton(lam_bar, bu, x0)
+    return _ConvSSMScanTorch.apply(lam_bar, bu, x0)
+
+
+def _to_planar(z: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.stack([z.real, z.imag], dim=dim)
+
+
+def _from_planar(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.complex(x.select(dim, 0), x.select(dim, 1))
+
+
+def conv_ssm_scan(
+    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None = None, *, impl: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Complex-tensor form of :func:`conv_ssm_scan_planar` (a thin wrapper that converts to the planar layout).
+
+    Args:
+        lam_bar: complex ``[P]``, Λ̄.
+        bu: complex ``[B, L, P, H, W]``.
+        x0: complex ``[B, P, H, W]`` or ``None`` for zeros.
+        impl: ``"auto" | "triton" | "torch"``.
+
+    Returns:
+        ``(xs [B, L, P, H, W], x_last [B, P, H, W])``, complex, differentiable (PyTorch's conjugate convention).
+
+    Examples:
+        >>> lam_bar = torch.tensor([0.5 + 0.5j])
+        >>> bu = torch.ones(1, 3, 1, 1, 1, dtype=torch.complex64)
+        >>> xs, x_last = conv_ssm_scan(lam_bar, bu, impl="torch")
+        >>> xs.flatten()
+        tensor([1.0000+0.0000j, 1.5000+0.5000j, 1.5000+1.0000j])
+    """
+    if not (lam_bar.is_complex() and bu.is_complex() and (x0 is None or x0.is_complex())):
+        raise ValueError("conv_ssm_scan takes complex tensors; use conv_ssm_scan_planar for the real layout")
+    if bu.dim() != 5:
+        raise ValueError(f"bu must be [B, L, P, H, W], got {tuple(bu.shape)}")
+    x0_p = None if x0 is None else _to_planar(x0, 1)
+    xs, x_last = conv_ssm_scan_planar(_to_planar(lam_bar, 1), _to_planar(bu, 2), x0_p, impl=impl)
+    return _from_planar(xs, 2), _from_planar(x_last, 1)
+
+
+def conv_ssm_step_planar(lam_bar: torch.Tensor, bu_t: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    """One generation step ``x_new = Λ̄·x + Bu_t`` on the planar layout.
+
+    Args:
+        lam_bar: real ``[P, 2]``.
+        bu_t: real ``[B, 2, P, H, W]``.
+        x: real ``[B, 2, P, H, W]`` previous state, or ``None`` for zeros.
+
+    Returns:
+        ``x_new [B, 2, P, H, W]`` in the state dtype (float32, or float64).
+
+    Examples:
+        >>> lam_bar = torch.tensor([[0.5, 0.5]])
+        >>> x = conv_ssm_step_planar(lam_bar, torch.ones(1, 2, 1, 1, 1), torch.ones(1, 2, 1, 1, 1))
+        >>> x.flatten()
+        tensor([1., 2.])
+    """
+    dtype = _state_dtype(bu_t.dtype)
+    if x is None:
+        return bu_t.to(dtype)
+    ar, ai = _gate(lam_bar, dtype)
+    x = x.to(dtype)
+    re = bu_t[:, 0] + ar * x[:, 0] - ai * x[:, 1]
+    im = bu_t[:, 1] + ar * x[:, 1] + ai * x[:, 0]
+    return torch.stack([re, im], dim=1)
+
+
+def conv_ssm_step(lam_bar: torch.Tensor, bu_t: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    """One complex generation step ``x_new = Λ̄·x + Bu_t``.
+
+    Args:
+        lam_bar: complex ``[P]``.
+        bu_t: complex ``[B, P, H, W]``.
+        x: complex ``[B, P, H, W]`` or ``None`` for zeros.
+
+    Returns:
+        complex ``[B, P, H, W]``.
+
+    Examples:
+        >>> conv_ssm_step(torch.tensor([0.5j]), torch.ones(1, 1, 1, 1, dtype=torch.complex64),
+        ...               torch.ones(1, 1, 1, 1, dtype=torch.complex64)).flatten()
+        tensor([1.+0.5000j])
+    """
+    return bu_t if x is None else lam_bar[:, None, None] * x + bu_t

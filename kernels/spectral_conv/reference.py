@@ -4,7 +4,51 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["spectral_conv2d_reference", "spectral_conv3d_reference"]
+from stpred.errors import UserError
+
+__all__ = ["spectral_conv2d_reference", "spectral_conv3d_reference", "check_modes"]
+
+NORMS = ("backward", "forward", "ortho")
+
+
+def check_modes(
+    x: torch.Tensor, weight: torch.Tensor, out_last: int | None, norm: str, *, spatial_dims: int, name: str = ""
+) -> tuple[tuple[int, ...], int]:
+    """Validate shapes and modes against the grid; return ``(modes, out_last)``.
+
+    ``modes`` is ``(m1, m2)`` in 2-D and ``(mx, my, mt)`` in 3-D. Two-sided axes need ``m <= N / 2`` (otherwise
+    the ± blocks overlap and double-count); the half-spectrum axis needs ``m <= N // 2 + 1`` for both the input
+    length and the output length.
+    """
+    name = name or f"spectral_conv{spatial_dims}d"
+    if x.dim() != spatial_dims + 2:
+        raise UserError(f"{name}: x must be [B, C_in, {spatial_dims} spatial dims], got shape {tuple(x.shape)}")
+    if weight.dim() != spatial_dims + 3 or weight.shape[-1] != 2:
+        raise UserError(f"{name}: weight must be [C_in, C_out, *modes, 2] real pairs, got {tuple(weight.shape)}")
+    if weight.shape[0] != x.shape[1]:
+        raise UserError(f"{name}: x has {x.shape[1]} channels but the weight expects C_in={weight.shape[0]}")
+    if norm not in NORMS:
+        raise UserError(f"{name}: norm must be one of {NORMS}, got '{norm}'")
+    grid = tuple(x.shape[2:])
+    n_out = grid[-1] if out_last is None else int(out_last)
+    if n_out < 1:
+        raise UserError(f"{name}: out_last must be positive, got {out_last}")
+    wmodes = tuple(weight.shape[2:-1])
+    modes = tuple(w // 2 for w in wmodes[:-1]) + (wmodes[-1],)
+    for axis, (m, w, n) in enumerate(zip(modes[:-1], wmodes[:-1], grid[:-1])):
+        if w % 2 or 2 * m > n:
+            raise UserError(
+                f"{name}: axis {axis} keeps 2*{m} modes (weight rows {w}) but the grid has only {n} points; "
+                f"use modes <= {n // 2} or a finer grid"
+            )
+    m_last = modes[-1]
+    for label, n in (("input", grid[-1]), ("output", n_out)):
+        if m_last > n // 2 + 1:
+            raise UserError(
+                f"{name}: the last axis keeps {m_last} modes but the {label} length {n} has only {n // 2 + 1}; "
+                f"use modes <= {n // 2 + 1} or a longer {label}"
+            )
+    return modes, n_out
 
 
 def spectral_conv2d_reference(
@@ -22,10 +66,9 @@ def spectral_conv2d_reference(
     Returns:
         ``[B, C_out, N1, out_last]``.
     """
-    b, _, n1, n2 = x.shape
-    c_out, two_m1, m2 = weight.shape[1], weight.shape[2], weight.shape[3]
-    m1 = two_m1 // 2
-    n_out = n2 if out_last is None else out_last
+    (m1, m2), n_out = check_modes(x, weight, out_last, norm, spatial_dims=2)
+    b, _, n1, _ = x.shape
+    c_out = weight.shape[1]
     w = torch.view_as_complex(weight.contiguous())
     xf = torch.fft.rfft2(x, norm=norm)
     kept = torch.cat([xf[:, :, :m1, :m2], xf[:, :, n1 - m1 :, :m2]], dim=2)
@@ -51,10 +94,9 @@ def spectral_conv3d_reference(
     Returns:
         ``[B, C_out, NX, NY, out_last]``.
     """
-    b, _, nx, ny, nt = x.shape
-    c_out, two_mx, two_my, mt = weight.shape[1:5]
-    mx, my = two_mx // 2, two_my // 2
-    n_out = nt if out_last is None else out_last
+    (mx, my, mt), n_out = check_modes(x, weight, out_last, norm, spatial_dims=3)
+    b, _, nx, ny, _ = x.shape
+    c_out = weight.shape[1]
     w = torch.view_as_complex(weight.contiguous())
     xf = torch.fft.rfftn(x, dim=(-3, -2, -1), norm=norm)
     rows = torch.cat([xf[:, :, :mx], xf[:, :, nx - mx :]], dim=2)

@@ -11,13 +11,31 @@ import torch
 import torch.nn as nn
 
 from stpred.errors import check
-from stpred.kernels.spectral_conv.reference import spectral_conv2d_reference, spectral_conv3d_reference
+from stpred.kernels.spectral_conv import IMPLS, spectral_conv2d, spectral_conv3d
+from stpred.kernels.spectral_conv.reference import check_modes
 
 __all__ = ["SpectralConv2d", "SpectralConv3d"]
 
 
 def _spectral_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _check_impl(layer: str, impl: str) -> None:
+    check(impl in IMPLS, f"{layer}: impl must be one of {'|'.join(IMPLS)}, got '{impl}'")
+
+
+def _run(layer: nn.Module, fn, x: torch.Tensor, dims: int) -> torch.Tensor:
+    """Validate the grid, then run ``fn`` in float32 (float64 stays float64) with autocast off; cast back."""
+    name = type(layer).__name__
+    if x.dim() != dims + 2:
+        raise ValueError(f"{name} expects [B, C, {dims} spatial dims], got shape {tuple(x.shape)}")
+    dtype = _spectral_dtype(x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        w = layer.weight.to(dtype)
+        check_modes(x, w, layer.out_last, layer.norm, spatial_dims=dims, name=name)
+        y = fn(x.to(dtype), w, layer.out_last, layer.norm, impl=layer.impl)
+    return y.to(x.dtype)
 
 
 class SpectralConv2d(nn.Module):
@@ -31,7 +49,7 @@ class SpectralConv2d(nn.Module):
         out_last: output length of the last axis; ``None`` keeps the input's.
         norm: FFT normalisation, ``"backward"`` as in the original FNO.
         init_scale: weights start as ``init_scale * U[0, 1)``; default ``1 / (C_in * C_out)`` (FNO).
-        impl: ``"auto" | "triton" | "torch"``.
+        impl: ``"auto" | "triton" | "torch"`` (or ``"rfft" | "matmul"`` to pin one path).
     """
 
     def __init__(
@@ -52,7 +70,7 @@ class SpectralConv2d(nn.Module):
         check(in_channels > 0 and out_channels > 0, "SpectralConv2d: channel counts must be positive")
         check(modes1 > 0 and modes2 > 0, f"SpectralConv2d: modes must be positive, got ({modes1}, {modes2})")
         check(norm in ("backward", "forward", "ortho"), f"SpectralConv2d: unknown norm '{norm}'")
-        check(impl in ("auto", "triton", "torch"), f"SpectralConv2d: impl must be auto|triton|torch, got '{impl}'")
+        _check_impl("SpectralConv2d", impl)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.modes1, self.modes2 = modes1, modes2
         self.out_last, self.norm, self.impl = out_last, norm, impl
@@ -65,16 +83,8 @@ class SpectralConv2d(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, modes=({self.modes1}, {self.modes2}), impl={self.impl}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n1, n2 = x.shape[-2:]
-        if 2 * self.modes1 > n1 or self.modes2 > n2 // 2 + 1:
-            raise ValueError(
-                f"SpectralConv2d with modes ({self.modes1}, {self.modes2}) needs a grid of at least "
-                f"({2 * self.modes1}, {2 * (self.modes2 - 1)}), got ({n1}, {n2})"
-            )
-        dtype = _spectral_dtype(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            y = spectral_conv2d_reference(x.to(dtype), self.weight.to(dtype), self.out_last, self.norm)
-        return y.to(x.dtype)
+        """``[B, C_in, N1, N2] -> [B, C_out, N1, out_last or N2]`` in ``x``'s dtype."""
+        return _run(self, spectral_conv2d, x, 2)
 
 
 class SpectralConv3d(nn.Module):
@@ -89,7 +99,7 @@ class SpectralConv3d(nn.Module):
         out_last: output length of the t axis (SFNO's ``SpectralConvT``); ``None`` keeps the input's.
         norm: FFT normalisation.
         init_scale: weights start as ``init_scale * U[0, 1)``; default ``1 / (C_in * C_out)``.
-        impl: ``"auto" | "triton" | "torch"``.
+        impl: ``"auto" | "triton" | "torch"`` (or ``"rfft" | "matmul"``).
     """
 
     def __init__(
@@ -110,7 +120,8 @@ class SpectralConv3d(nn.Module):
         super().__init__()
         check(min(modes_x, modes_y, modes_t) > 0, "SpectralConv3d: modes must be positive")
         check(norm in ("backward", "forward", "ortho"), f"SpectralConv3d: unknown norm '{norm}'")
-        check(impl in ("auto", "triton", "torch"), f"SpectralConv3d: impl must be auto|triton|torch, got '{impl}'")
+        check(in_channels > 0 and out_channels > 0, "SpectralConv3d: channel counts must be positive")
+        _check_impl("SpectralConv3d", impl)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.modes = (modes_x, modes_y, modes_t)
         self.out_last, self.norm, self.impl = out_last, norm, impl
@@ -122,7 +133,5 @@ class SpectralConv3d(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, modes={self.modes}, impl={self.impl}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = _spectral_dtype(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            y = spectral_conv3d_reference(x.to(dtype), self.weight.to(dtype), self.out_last, self.norm)
-        return y.to(x.dtype)
+        """``[B, C_in, NX, NY, NT] -> [B, C_out, NX, NY, out_last or NT]`` in ``x``'s dtype."""
+        return _run(self, spectral_conv3d, x, 3)

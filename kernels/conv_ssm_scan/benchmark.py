@@ -1,0 +1,145 @@
+"""Timings of the conv-SSM scan: sequential reference vs the fast PyTorch path vs Triton (CUDA only).
+
+``run()`` returns one row per (shape, implementation), for ``stpred-bench kernels``. Bytes are the minimal traffic
+(kernels.md §1.2 option A): the forward reads Bu and writes xs, the backward reads the incoming gradient and xs
+and writes dBu, i.e. five state-sized buffers for forward+backward.
+
+Usage: ``python -m stpred.kernels.conv_ssm_scan.benchmark [--quick] [--device cuda]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+
+from stpred.kernels._bench import copy_bandwidth_gbps, median_ms
+from stpred.kernels.conv_ssm_scan import conv_ssm_scan_planar
+from stpred.kernels.conv_ssm_scan.reference import conv_ssm_scan_reference
+
+__all__ = ["run", "shapes"]
+
+OP = "conv_ssm_scan"
+
+
+def shapes(device: torch.device | str, quick: bool = False) -> list[tuple[int, int, int, int, int]]:
+    """Benchmark shapes ``(B, L, P, H, W)``: ConvS5 Moving-MNIST at L=100 and 300, and one with B·P·H·W = 4M.
+
+    On CPU (and with ``quick``) the sequence lengths are shortened; the rows record the shapes actually run.
+    """
+    on_cpu = torch.device(device).type == "cpu"
+    if quick:
+        return [(8, 20, 128, 16, 16), (8, 60, 128, 16, 16), (8, 4 if on_cpu else 20, 128, 64, 64)]
+    return [(8, 100, 128, 16, 16), (8, 300, 128, 16, 16), (8, 8 if on_cpu else 100, 128, 64, 64)]
+
+
+def _inputs(shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    b, length, p, h, w = shape
+    radius = torch.exp(-torch.rand(p, device=device) * 0.5 - 1e-3)
+    angle = (torch.rand(p, device=device) * 2 - 1) * torch.pi
+    lam_bar = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    bu = torch.randn(b, length, 2, p, h, w, device=device)
+    return lam_bar, bu
+
+
+def _timed_pair(
+    scan: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    inputs: tuple[torch.Tensor, ...],
+    grad: torch.Tensor,
+    device: torch.device,
+    warmup: int,
+    iters: int,
+) -> tuple[float, float]:
+    def fwd() -> None:
+        with torch.no_grad():
+            scan(*inputs)
+
+    def fwd_bwd() -> None:
+        xs, _ = scan(*inputs)
+        torch.autograd.grad(xs, inputs, grad)
+
+    return median_ms(fwd, device, warmup=warmup, iters=iters), median_ms(fwd_bwd, device, warmup=warmup, iters=iters)
+
+
+def _impls(device: torch.device) -> list[str]:
+    impls = ["reference", "torch"]
+    if device.type == "cuda":
+        impls.append("triton")
+    return impls
+
+
+def _case(impl: str, lam_bar: torch.Tensor, bu: torch.Tensor):
+    """The callable and its inputs; the reference runs on complex tensors, its native form (no conversions)."""
+    if impl == "reference":
+        lam_c = torch.complex(lam_bar[:, 0], lam_bar[:, 1]).requires_grad_()
+        bu_c = torch.complex(bu[:, :, 0], bu[:, :, 1]).requires_grad_()
+        return conv_ssm_scan_reference, (lam_c, bu_c)
+
+    def scan(lam: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return conv_ssm_scan_planar(lam, x, impl=impl)
+
+    return scan, (lam_bar.clone().requires_grad_(), bu.clone().requires_grad_())
+
+
+def run(device: str | torch.device = "cpu", quick: bool = False) -> list[dict]:
+    """Time forward and forward+backward of every implementation available on ``device``.
+
+    Args:
+        device: ``"cpu"`` or a CUDA device.
+        quick: shorter sequences and fewer repetitions.
+
+    Returns:
+        Rows ``{op, shape, impl, fwd_ms, fwd_bwd_ms, gbps, pct_copy_bw, speedup}``: ``shape`` is
+        ``(B, L, P, H, W)``; ``gbps`` is the minimal forward+backward traffic (5 state-sized float32 buffers) over
+        ``fwd_bwd_ms``; ``pct_copy_bw`` relates it to the measured device copy bandwidth; ``speedup`` is the
+        reference's ``fwd_bwd_ms`` over this row's.
+    """
+    device = torch.device(device)
+    on_cpu = device.type == "cpu"
+    warmup, iters = (1, 2) if quick else ((1, 3) if on_cpu else (3, 10))
+    copy_bw = copy_bandwidth_gbps(device, n_bytes=1 << 26 if quick else 1 << 28)
+    rows = []
+    for shape in shapes(device, quick):
+        lam_bar, bu = _inputs(shape, device)
+        nbytes = 5 * bu.numel() * bu.element_size()
+        ref_ms = None
+        for impl in _impls(device):
+            scan, inputs = _case(impl, lam_bar, bu)
+            grad = torch.randn_like(inputs[1])
+            fwd_ms, fb_ms = _timed_pair(scan, inputs, grad, device, warmup, iters)
+            ref_ms = fb_ms if impl == "reference" else ref_ms
+            gbps = nbytes / (fb_ms * 1e-3) / 1e9
+            rows.append(
+                {
+                    "op": OP,
+                    "shape": shape,
+                    "impl": impl,
+                    "fwd_ms": fwd_ms,
+                    "fwd_bwd_ms": fb_ms,
+                    "gbps": gbps,
+                    "pct_copy_bw": 100.0 * gbps / copy_bw,
+                    "speedup": ref_ms / fb_ms,
+                }
+            )
+            del scan, inputs, grad
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print(
+        f"{'shape (B, L, P, H, W)':<26}{'impl':<11}{'fwd ms':>10}{'fwd+bwd ms':>12}{'GB/s':>8}{'% copy':>8}{'x ref':>8}"
+    )
+    for row in run(args.device, args.quick):
+        print(
+            f"{row['shape']!s:<26}{row['impl']:<11}{row['fwd_ms']:>10.1f}{row['fwd_bwd_ms']:>12.1f}"
+            f"{row['gbps']:>8.1f}{row['pct_copy_bw']:>8.1f}{row['speedup']:>8.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

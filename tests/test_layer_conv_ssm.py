@@ -1,0 +1,187 @@
+"""ConvSSM (ConvS5 block): parameter count, HiPPO init, equations, scan vs step, torch vs Triton, validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stpred.errors import ConfigError
+from stpred.layers import ConvSSM
+from stpred.layers.conv_ssm import hippo_legs_blocks
+
+
+def _small(**kwargs) -> ConvSSM:
+    defaults = {"norm_groups": 4, "impl": "torch"}
+    return ConvSSM(8, 6, **{**defaults, **kwargs})
+
+
+def test_ssm_core_parameter_count_convs5_mmnist():
+    layer = ConvSSM(256, 256)
+    assert layer.state_size == 128
+    assert layer.ssm_core_num_params() == 1_180_032
+    assert layer.b_tilde.shape == (128, 256 * 9, 2) and layer.c_tilde.shape == (3, 3, 128, 256, 2)
+
+
+@pytest.mark.parametrize("ssm_size, blocks", [(16, 1), (16, 4), (12, 3)])
+def test_hippo_init_properties(ssm_size, blocks):
+    layer = ConvSSM(8, ssm_size, blocks=blocks, norm_groups=4)
+    p, n = ssm_size // 2, ssm_size // blocks
+    assert torch.equal(layer.lambda_re.detach(), torch.full((p,), -0.5))
+
+    lambda_im, v = hippo_legs_blocks(ssm_size, blocks)
+    torch.testing.assert_close(layer.lambda_im.detach(), lambda_im.float())
+    # One eigenvalue of each conjugate pair is kept, per block: kept ∪ -kept is the block's full spectrum.
+    idx = torch.arange(n, dtype=torch.float64)
+    root = torch.sqrt(2 * idx + 1)
+    legs = torch.tril(-root[:, None] * root[None, :], diagonal=-1) - torch.diag(idx + 1)
+    normal = legs + torch.outer(torch.sqrt(idx + 0.5), torch.sqrt(idx + 0.5))
+    assert torch.allclose(torch.diagonal(normal), torch.full((n,), -0.5, dtype=torch.float64))
+    full = torch.linalg.eigvals(normal)
+    torch.testing.assert_close(full.real, torch.full((n,), -0.5, dtype=torch.float64))
+    for k in range(blocks):
+        kept = lambda_im[k * (n // 2) : (k + 1) * (n // 2)]
+        assert (kept < 0).all()
+        both = torch.sort(torch.cat([kept, -kept])).values
+        torch.testing.assert_close(both, torch.sort(full.imag).values)
+    # V has orthonormal, block-diagonal columns: V⁻¹ = Vᴴ on the kept subspace.
+    torch.testing.assert_close(v.conj().t() @ v, torch.eye(p, dtype=torch.complex128))
+    for k in range(blocks):
+        rows = slice(k * n, (k + 1) * n)
+        outside = torch.ones(p, dtype=torch.bool)
+        outside[k * (n // 2) : (k + 1) * (n // 2)] = False
+        assert torch.count_nonzero(v[rows][:, outside]) == 0
+    log_step = layer.log_step.detach()
+    assert (log_step >= math.log(1e-3)).all() and (log_step <= math.log(1e-1)).all()
+
+
+def test_he_normal_scales_of_b_and_c():
+    layer = ConvSSM(32, 64, norm_groups=8)
+    # B̃ = VᴴB with orthonormal V keeps the per-entry variance of B (2 / fan_in) in |B̃|², the same for C̃ = CV.
+    b_var = layer.b_tilde.detach().pow(2).sum(-1).mean().item()
+    c_var = layer.c_tilde.detach().pow(2).sum(-1).mean().item()
+    assert b_var == pytest.approx(2 / (32 * 9), rel=0.1)
+    assert c_var == pytest.approx(2 / (64 * 9), rel=0.1)
+
+
+def test_equations_with_pointwise_kernels_against_complex128_loop():
+    """k_B = k_C = 1 makes both convs channel matmuls: check y_k = 2·Re(C̃ x_k), x_k = Λ̄x_{k-1} + B̄u_k."""
+    layer = ConvSSM(8, 6, kernel_b=1, kernel_c=1, norm_groups=4, impl="torch").double()
+    with torch.no_grad():
+        layer.lambda_re.copy_(torch.tensor([-0.3, 2e-5, -1.0]))  # the middle one is clipped to -1e-4
+    u = torch.randn(2, 5, 8, 3, 5, dtype=torch.float64)
+    x0 = torch.randn(2, 2, 3, 3, 5, dtype=torch.float64)
+    y, x_last = layer(u, x0)
+
+    lam = torch.complex(layer.lambda_re.clamp(max=-1e-4), layer.lambda_im).detach()
+    lam_bar = torch.exp(lam * torch.exp(layer.log_step.detach()))
+    b_bar = ((lam_bar - 1) / lam)[:, None] * torch.view_as_complex(layer.b_tilde.detach())  # [P, U]
+    c_tilde = torch.view_as_complex(layer.c_tilde.detach())[0, 0]  # [P, U]
+    x = torch.complex(x0[:, 0], x0[:, 1])
+    ys = []
+    for k in range(u.shape[1]):
+        x = lam_bar[:, None, None] * x + torch.einsum("pu,buhw->bphw", b_bar, u[:, k].to(torch.complex128))
+        ys.append(2 * torch.einsum("pu,bphw->buhw", c_tilde, x).real)
+    y_ssm = torch.stack(ys, dim=1)
+    frames = u.reshape(-1, 8, 3, 5)
+    expected = layer._feedthrough(y_ssm.reshape(-1, 8, 3, 5), frames).view_as(y)
+    torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(torch.complex(x_last[:, 0], x_last[:, 1]), x, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("c_d_config", ["resnet", "standard"])
+@pytest.mark.parametrize("with_x0", [False, True])
+def test_parallel_forward_matches_step_by_step(c_d_config, with_x0):
+    layer = _small(c_d_config=c_d_config, kernel_d=5).eval()
+    u = torch.randn(2, 6, 8, 7, 5)
+    x0 = torch.randn(2, 2, 3, 7, 5) if with_x0 else None
+    with torch.no_grad():
+        y, x_last = layer(u, x0)
+        x, ys = x0, []
+        for k in range(u.shape[1]):
+            y_k, x = layer.step(u[:, k], x)
+            ys.append(y_k)
+    torch.testing.assert_close(torch.stack(ys, dim=1), y, rtol=0, atol=1e-5)
+    torch.testing.assert_close(x, x_last, rtol=0, atol=1e-5)
+
+
+def test_chunked_forward_carries_state():
+    layer = _small().eval()
+    u = torch.randn(1, 9, 8, 5, 5)
+    with torch.no_grad():
+        y, x_last = layer(u)
+        y1, x1 = layer(u[:, :4])
+        y2, x2 = layer(u[:, 4:], x1)
+    torch.testing.assert_close(torch.cat([y1, y2], dim=1), y, rtol=0, atol=1e-5)
+    torch.testing.assert_close(x2, x_last, rtol=0, atol=1e-5)
+
+
+def test_step_cache_follows_parameter_updates():
+    layer = _small().eval()
+    u = torch.randn(1, 8, 5, 5)
+    with torch.no_grad():
+        y_before, _ = layer.step(u)
+        layer.b_tilde.mul_(2.0)  # in place, as an optimizer step would
+        y_after, _ = layer.step(u)
+        layer.clear_cache()
+        y_fresh, _ = layer.step(u)
+    assert not torch.allclose(y_before, y_after)
+    torch.testing.assert_close(y_after, y_fresh, rtol=0, atol=0)
+
+
+def test_gradients_reach_every_core_parameter():
+    layer = _small()
+    y, x_last = layer(torch.randn(1, 4, 8, 5, 5), torch.randn(1, 2, 3, 5, 5))
+    (y.square().sum() + x_last.sum()).backward()
+    for name in ("lambda_re", "lambda_im", "log_step", "b_tilde", "c_tilde"):
+        grad = getattr(layer, name).grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+@pytest.mark.triton
+def test_torch_and_triton_impls_agree():
+    torch_layer = _small(impl="torch")
+    triton_layer = _small(impl="triton")
+    triton_layer.load_state_dict(torch_layer.state_dict())
+    u = torch.randn(2, 5, 8, 5, 3)
+    x0 = torch.randn(2, 2, 3, 5, 3)
+    outs, grads = [], []
+    for layer in (torch_layer, triton_layer):
+        y, x_last = layer(u, x0)
+        (y.square().sum() + x_last.square().sum()).backward()
+        outs.append((y.detach(), x_last.detach()))
+        grads.append({n: p.grad.clone() for n, p in layer.named_parameters()})
+    for a, b in zip(outs[0], outs[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((8, 7), {}, "ssm_size must be a positive even"),
+        ((8, 6), {"norm_groups": 3}, "norm_groups=3 must be a positive divisor of d_model=8"),
+        ((8, 12), {"blocks": 4, "norm_groups": 4}, "blocks=4 must divide ssm_size=12"),
+        ((8, 6), {"kernel_b": 2, "norm_groups": 4}, "kernel_b must be a positive odd"),
+        ((8, 6), {"c_d_config": "glu", "norm_groups": 4}, "c_d_config must be one of"),
+        ((8, 6), {"dt_min": 0.2, "norm_groups": 4}, "dt_min <= dt_max"),
+        ((8, 6), {"activation": "swish", "norm_groups": 4}, "activation must be one of"),
+        ((8, 6), {"impl": "cuda", "norm_groups": 4}, "impl must be"),
+        ((0, 6), {}, "d_model must be a positive int"),
+    ],
+)
+def test_bad_arguments_raise_config_error(args, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        ConvSSM(*args, **kwargs)
+
+
+def test_bad_input_shapes_raise_clear_errors():
+    layer = _small()
+    with pytest.raises(ValueError, match=r"\[B, L, U, H, W\] with U=8"):
+        layer(torch.randn(1, 4, 7, 5, 5))
+    with pytest.raises(ValueError, match=r"state must be \[B, 2, P, H, W\]"):
+        layer(torch.randn(1, 4, 8, 5, 5), torch.randn(1, 2, 3, 5, 4))
+    with pytest.raises(ValueError, match=r"\[B, U, H, W\]"):
+        layer.step(torch.randn(1, 4, 8, 5, 5))
