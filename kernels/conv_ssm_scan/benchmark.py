@@ -97,7 +97,7 @@ def run(device: str | torch.device = "cpu", quick: bool = False) -> list[dict]:
     """
     device = torch.device(device)
     on_cpu = device.type == "cpu"
-    warmup, iters = (1, 2) if quick else ((1, 3) if on_cpu else (3, 10))
+    warmup, iters = (1, 2) if quick else ((2, 5) if on_cpu else (3, 10))
     copy_bw = copy_bandwidth_gbps(device, n_bytes=1 << 26 if quick else 1 << 28)
     rows = []
     for shape in shapes(device, quick):
