@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from stpred.apps._cli import guard, run_cli
-from stpred.apps.train import CONFIG_DIR, build_datamodule, use_hydra_logging
+from stpred.apps.train import CONFIG_DIR, build_datamodule, task_class, use_hydra_logging
 
 __all__ = ["evaluate", "main"]
 
@@ -23,11 +23,9 @@ log = logging.getLogger("stpred.eval")
 
 
 def _load_task(ckpt: dict):
-    from stpred.tasks import ForecastTask
-
     hp = dict(ckpt["hyper_parameters"])
     hp.pop("model_version", None)
-    task = ForecastTask(**hp)
+    task = task_class(hp["data"].get("task", "forecast"))(**hp)
     task.load_state_dict({k.replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items()})
     return task
 
@@ -48,19 +46,21 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise UserError(f"{cfg.ckpt_path} records no datamodule config; pass one with data=<name>")
     dm = build_datamodule(OmegaConf.create(data_cfg), "test")
     saved = hp["data"]
-    if list(dm.in_shape) != list(saved["in_shape"]) or int(dm.out_frames) != int(saved["out_frames"]):
+    target = "num_classes" if saved.get("task") == "classify" else "out_frames"
+    if list(dm.in_shape) != list(saved["in_shape"]) or getattr(dm, target) != saved[target]:
         raise UserError(
-            f"data gives in_shape={list(dm.in_shape)}, out_frames={dm.out_frames}; the checkpoint was trained on "
-            f"in_shape={saved['in_shape']}, out_frames={saved['out_frames']}"
+            f"data gives in_shape={list(dm.in_shape)}, {target}={getattr(dm, target)}; the checkpoint was trained "
+            f"on in_shape={saved['in_shape']}, {target}={saved[target]}"
         )
     task = _load_task(ckpt)
     out = Path(cfg.paths.output_dir)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=CSVLogger(out, name="", version=""), callbacks=[])
     trainer.test(task, datamodule=dm)
-    csv_path, png_path = write_per_lead(task.test_per_lead, out)
     print(f"checkpoint: {cfg.ckpt_path}")
     print("test:       " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(task.test_results.items())))
-    print(f"per lead:   {csv_path}, {png_path}")
+    if getattr(task, "test_per_lead", None):
+        csv_path, png_path = write_per_lead(task.test_per_lead, out)
+        print(f"per lead:   {csv_path}, {png_path}")
     return task.test_results
 
 

@@ -58,12 +58,25 @@ def build_datamodule(data_cfg: DictConfig, stage: str):
     return dm
 
 
-def build_task(cfg: DictConfig, dm) -> Any:
+def task_class(kind: str) -> type:
+    """The LightningModule for a datamodule's ``task`` (``"forecast"`` or ``"classify"``)."""
+    from stpred.errors import UserError
     from stpred.tasks import ForecastTask
 
+    if kind == "forecast":
+        return ForecastTask
+    if kind == "classify":
+        from stpred.tasks.classify import ClassifyTask
+
+        return ClassifyTask
+    raise UserError(f"datamodule task '{kind}' is not one of forecast, classify")
+
+
+def build_task(cfg: DictConfig, dm) -> Any:
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    log.info(f"Instantiating model <{model['name']}> for in_shape={tuple(dm.in_shape)} out_frames={dm.out_frames}")
-    return ForecastTask(
+    target = f"num_classes={dm.num_classes}" if dm.task == "classify" else f"out_frames={dm.out_frames}"
+    log.info(f"Instantiating model <{model['name']}> for in_shape={tuple(dm.in_shape)} {target}")
+    return task_class(dm.task)(
         model=model,
         data=dm.metadata(),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
@@ -72,6 +85,13 @@ def build_task(cfg: DictConfig, dm) -> Any:
         compile_kwargs=OmegaConf.to_container(cfg.compile_kwargs, resolve=True),
         datamodule=OmegaConf.to_container(cfg.data, resolve=True),
     )
+
+
+def _monitor_accuracy(cfg: DictConfig) -> None:
+    """Classification runs keep the checkpoint with the best validation top-1 accuracy, not the lowest MSE."""
+    ckpt = (cfg.get("callbacks") or {}).get("model_checkpoint")
+    if ckpt is not None and ckpt.get("monitor") == "val/mse":
+        ckpt.monitor, ckpt.mode = "val/acc1", "max"
 
 
 def _check_resume(ckpt_path: str | None, model_name: str) -> None:
@@ -113,6 +133,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     dm = build_datamodule(cfg.data, "fit")
     task = build_task(cfg, dm)
+    if dm.task == "classify":
+        _monitor_accuracy(cfg)
     callbacks = _instantiate_list(cfg.get("callbacks"), "callback")
     loggers = _instantiate_list(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
