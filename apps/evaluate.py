@@ -55,13 +55,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     task = _load_task(ckpt)
     out = Path(cfg.paths.output_dir)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=CSVLogger(out, name="", version=""), callbacks=[])
-    trainer.test(task, datamodule=dm)
-    print(f"checkpoint: {cfg.ckpt_path}")
-    print("test:       " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(task.test_results.items())))
-    if getattr(task, "test_per_lead", None):
-        csv_path, png_path = write_per_lead(task.test_per_lead, out)
-        print(f"per lead:   {csv_path}, {png_path}")
-    return task.test_results
+    logged = trainer.test(task, datamodule=dm)
+    results = {k.removeprefix("test/"): float(v) for k, v in (logged[0] if logged else {}).items()}
+    if trainer.is_global_zero:
+        print(f"checkpoint: {cfg.ckpt_path}")
+        print("test:       " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(results.items())))
+        if getattr(task, "test_per_lead", None):
+            csv_path, png_path = write_per_lead(task.test_per_lead, out)
+            print(f"per lead:   {csv_path}, {png_path}")
+    return results
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

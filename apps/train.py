@@ -151,9 +151,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.test and not trainer.fast_dev_run:
         ckpt_cb = trainer.checkpoint_callback
         best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
-        trainer.test(task, datamodule=dm, ckpt_path=best or (None if cfg.train else cfg.ckpt_path))
-        results = dict(task.test_results)
-        if trainer.is_global_zero and task.test_per_lead:
+        logged = trainer.test(task, datamodule=dm, ckpt_path=best or (None if cfg.train else cfg.ckpt_path))
+        # Under ddp_spawn the task lives in the workers; the logged values come back through trainer.test.
+        results = {k.removeprefix("test/"): float(v) for k, v in (logged[0] if logged else {}).items()}
+        if trainer.is_global_zero and getattr(task, "test_per_lead", None):
             csv_path, png_path = write_per_lead(task.test_per_lead, out)
             log.info(f"per-lead test curves: {csv_path}, {png_path}")
     if trainer.is_global_zero:

@@ -107,8 +107,13 @@ class ForecastTask(L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        pred = self(batch["x"])
-        loss = self._loss(pred, batch["y"])
+        if getattr(self.net, "supports_teacher_forcing", False):
+            # Next-frame training over the whole sequence (ConvS5): frames 0..L-2 predict 1..L-1.
+            frames = torch.cat([batch["x"], batch["y"]], dim=1)
+            pred, target = self.net.teacher_forced(frames[:, :-1]), frames[:, 1:]
+        else:
+            pred, target = self(batch["x"]), batch["y"]
+        loss = self._loss(pred, target)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=pred.shape[0])
         return loss
 
@@ -128,17 +133,18 @@ class ForecastTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
-        self.log_dict({f"val/{k}": v.float() for k, v in values.items()})
+        # compute() already reduced the states across processes; sync_dist averages identical values.
+        self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.val_mse_best.update(values["mse"])
-            self.log("val/mse_best", self.val_mse_best.compute())
+            self.log("val/mse_best", self.val_mse_best.compute(), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         values = self.test_metrics.compute()
         self.test_per_lead = {k: v.double().tolist() for k, v in self.test_metrics.per_lead().items()}
         self.test_metrics.reset()
         self.test_results = {k: float(v) for k, v in values.items()}
-        self.log_dict({f"test/{k}": v.float() for k, v in values.items()})
+        self.log_dict({f"test/{k}": v.float() for k, v in values.items()}, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         trainer = self.trainer
