@@ -74,16 +74,20 @@ def task_class(kind: str) -> type:
 
 def build_task(cfg: DictConfig, dm) -> Any:
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    target = f"num_classes={dm.num_classes}" if dm.task == "classify" else f"out_frames={dm.out_frames}"
+    classify = dm.task == "classify"
+    target = f"num_classes={dm.num_classes}" if classify else f"out_frames={dm.out_frames}"
     log.info(f"Instantiating model <{model['name']}> for in_shape={tuple(dm.in_shape)} {target}")
+    extra: dict[str, Any] = {"label_smoothing": float(cfg.label_smoothing)} if classify else {}
+    if cfg.loss is not None:
+        extra["loss"] = cfg.loss
     return task_class(dm.task)(
         model=model,
         data=dm.metadata(),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        loss=cfg.loss,
         compile=bool(cfg.compile),
         compile_kwargs=OmegaConf.to_container(cfg.compile_kwargs, resolve=True),
         datamodule=OmegaConf.to_container(cfg.data, resolve=True),
+        **extra,
     )
 
 
@@ -169,7 +173,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     results = guard("stpred-train", lambda: train(cfg))
-    return results.get("mse")
+    return results.get("mse", results.get("acc1"))  # the value a sweep optimises
 
 
 def main() -> None:

@@ -12,17 +12,19 @@ import torch.nn as nn
 
 from stpred import __version__
 from stpred.errors import UserError
-from stpred.registry import create_model, model_class
+from stpred.registry import create_model_from_config, model_class
 
 __all__ = ["Predictor", "load_predictor", "read_checkpoint"]
 
 
 class Predictor:
-    """A trained network with its normalisation and metadata; ``predict`` works in physical units.
+    """A trained network with its normalisation and metadata; ``predict`` works in the data's own units.
 
     Args:
-        net: the predictor, ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]`` on normalised values.
-        metadata: the datamodule metadata stored in the checkpoint (``mean``, ``std``, shapes, units, grid...).
+        net: the network on normalised values: ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]`` for a forecaster,
+            ``-> [B, num_classes]`` logits for a classifier.
+        metadata: the datamodule metadata stored in the checkpoint (``mean``, ``std``, shapes, units, grid,
+            class names...).
         model_name: registry name of ``net``.
     """
 
@@ -30,8 +32,10 @@ class Predictor:
         self.net = net.eval()
         self.metadata = metadata
         self.model_name = model_name
+        self.task = metadata.get("task", "forecast")
         self.in_shape = tuple(int(v) for v in metadata["in_shape"])
-        self.out_frames = int(metadata["out_frames"])
+        self.out_frames = int(metadata["out_frames"]) if self.task == "forecast" else None
+        self.class_names = list(metadata.get("class_names") or [])
         channels = self.in_shape[1]
         self._mean = torch.as_tensor(metadata["mean"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
         self._std = torch.as_tensor(metadata["std"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
@@ -46,14 +50,15 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Forecast from physical-unit inputs.
+        """Forecast (or classify) from inputs in the data's own units.
 
         Args:
-            x: ``[B, T_in, C, H, W]`` or a single ``[T_in, C, H, W]`` sequence, in the data's own units.
+            x: ``[B, T_in, C, H, W]`` or a single ``[T_in, C, H, W]`` sequence, in the data's own units (physical
+                units for fields, [0, 1] pixels for video).
 
         Returns:
-            ``[B, T_out, C, H, W]`` (or ``[T_out, C, H, W]``) de-normalised float32 forecasts on the predictor's
-            device.
+            A forecaster: ``[B, T_out, C, H, W]`` (or ``[T_out, C, H, W]``) de-normalised float32 forecasts. A
+            classifier: class probabilities ``[B, num_classes]`` (or ``[num_classes]``). On the predictor's device.
         """
         x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
         single = x.dim() == 4
@@ -64,8 +69,19 @@ class Predictor:
             raise UserError(f"input of shape {tuple(x.shape)} does not fit this checkpoint: it expects [B, {expected}]")
         device = self.device
         mean, std = self._mean.to(device), self._std.to(device)
-        y = self.net((x.to(device, torch.float32) - mean) / std).float() * std + mean
-        return y[0] if single else y
+        out = self.net((x.to(device, torch.float32) - mean) / std).float()
+        out = out.softmax(-1) if self.task == "classify" else out * std + mean
+        return out[0] if single else out
+
+    def top_k(self, x: torch.Tensor | np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        """A classifier's ``k`` most likely class names with probabilities, for each sequence in ``x``."""
+        if self.task != "classify":
+            raise UserError(f"top_k needs a classification checkpoint; {self.model_name} forecasts")
+        probs = self.predict(x)
+        probs = probs.unsqueeze(0) if probs.dim() == 1 else probs
+        values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+        names = self.class_names or [str(i) for i in range(probs.shape[-1])]
+        return [[(names[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -103,12 +119,11 @@ def load_predictor(path: str | Path, map_location: str | torch.device = "cpu") -
             f"{current_model_version}",
             stacklevel=2,
         )
-    net = create_model(
-        model_cfg["name"],
-        in_shape=tuple(int(v) for v in data["in_shape"]),
-        out_frames=int(data["out_frames"]),
-        **(model_cfg.get("kwargs") or {}),
-    )
+    if data.get("task") == "classify":
+        target = {"num_classes": int(data["num_classes"])}
+    else:
+        target = {"out_frames": int(data["out_frames"])}
+    net = create_model_from_config(model_cfg, data["in_shape"], **target)
     state = {
         k[len("net.") :].replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")
     }

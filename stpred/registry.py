@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from stpred.errors import UserError
 
-__all__ = ["register_model", "create_model", "list_models", "model_class"]
+__all__ = ["register_model", "create_model", "create_model_from_config", "list_models", "model_class"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -63,3 +63,15 @@ def create_model(name: str, *, checkpoint_path: str | None = None, **kwargs: Any
         state = state.get("state_dict", state)
         model.load_state_dict({k.replace("_orig_mod.", ""): v for k, v in state.items()})
     return model
+
+
+def create_model_from_config(model_cfg: dict[str, Any], in_shape: tuple[int, ...], **target: Any) -> nn.Module:
+    """Build ``{"name": ..., "kwargs": {...}}`` for the data's shapes.
+
+    Args:
+        model_cfg: a model config as stored in checkpoints and ``configs/model/<name>.yaml``.
+        in_shape: ``(T_in, C, H, W)`` from the datamodule.
+        **target: ``out_frames=`` (forecast) or ``num_classes=`` (classify); these win over the config's entries.
+    """
+    kwargs = {k: v for k, v in (model_cfg.get("kwargs") or {}).items() if k not in ("in_shape", *target)}
+    return create_model(model_cfg["name"], in_shape=tuple(int(v) for v in in_shape), **target, **kwargs)

@@ -14,6 +14,10 @@ output is truncated; with ``T_out > T_in`` and ``rollout="chunked"`` the model i
 (proposed, no published numbers) predicts ``T_out`` frames in a single pass: the translator's last 1x1 conv
 projects ``hid_T`` to ``T_out * hid_S`` channels, and every output frame gets the encoder skip of the last input
 frame (with ``T_out == T_in`` the per-frame skip is kept, so "direct" is then exactly the published model).
+
+Classification (proposed, no published numbers): with ``num_classes`` instead of ``out_frames`` there is no decoder;
+the translator's ``T_in * hid_S`` feature channels are average-pooled over space and fed to a linear layer
+(:class:`stpred.layers.ClassifierHead`), giving logits ``[B, num_classes]``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch.nn as nn
 from einops import rearrange, repeat
 
 from stpred.errors import check
+from stpred.layers.heads import ClassifierHead
 from stpred.registry import register_model
 
 __all__ = [
@@ -374,11 +379,11 @@ class MidMetaNet(nn.Module):
 
 
 class SimVPv2(nn.Module):
-    """SimVPv2 with the gSTA translator; ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``.
+    """SimVPv2 with the gSTA translator; ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]`` (or logits ``[B, K]``).
 
     Args:
         in_shape: ``(T_in, C, H, W)``; H and W divisible by ``2^(N_S/2)``.
-        out_frames: forecast length T_out.
+        out_frames: forecast length T_out; ``None`` with ``num_classes`` for a classifier.
         hid_S: spatial hidden channels (even: GroupNorm(2)).
         hid_T: translator hidden channels.
         N_S: encoder and decoder layers (even, >= 2); strides ``[1, 2] * (N_S/2)``.
@@ -390,6 +395,8 @@ class SimVPv2(nn.Module):
         spatio_kernel_dec: decoder kernel size (odd).
         rollout: ``"chunked"`` (feed outputs back when ``T_out > T_in``) or ``"direct"`` (one pass to T_out frames).
         legacy_drop_path: OpenSTL's ramp ``linspace(1e-2, drop_path, N_T)`` even when ``drop_path == 0``.
+        num_classes: classify into this many classes instead of forecasting (exactly one of ``out_frames`` and
+            ``num_classes``); encoder and translator features are pooled into a linear head, no decoder is built.
         device: parameter device.
         dtype: parameter dtype.
 
@@ -397,6 +404,9 @@ class SimVPv2(nn.Module):
         >>> model = SimVPv2((10, 1, 64, 64), 10, hid_S=8, hid_T=16, N_S=2, N_T=2)
         >>> model(torch.zeros(2, 10, 1, 64, 64)).shape
         torch.Size([2, 10, 1, 64, 64])
+        >>> clf = SimVPv2((8, 3, 64, 64), None, num_classes=5, hid_S=8, hid_T=16, N_S=2, N_T=2)
+        >>> clf(torch.zeros(2, 8, 3, 64, 64)).shape
+        torch.Size([2, 5])
     """
 
     _version = 1
@@ -404,7 +414,7 @@ class SimVPv2(nn.Module):
     def __init__(
         self,
         in_shape: Sequence[int],
-        out_frames: int,
+        out_frames: int | None,
         *,
         hid_S: int = 64,
         hid_T: int = 512,
@@ -417,12 +427,16 @@ class SimVPv2(nn.Module):
         spatio_kernel_dec: int = 3,
         rollout: str = "chunked",
         legacy_drop_path: bool = False,
+        num_classes: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        _validate_target(out_frames, num_classes)
+        # A classifier has no horizon; 1 stands in so the shared checks run unchanged.
+        horizon = out_frames if num_classes is None else 1
         _validate(
-            in_shape, out_frames, hid_S, hid_T, N_S, N_T, mlp_ratio, drop, drop_path,
+            in_shape, horizon, hid_S, hid_T, N_S, N_T, mlp_ratio, drop, drop_path,
             spatio_kernel_enc, spatio_kernel_dec, rollout,
         )  # fmt: skip
         check(
@@ -431,12 +445,13 @@ class SimVPv2(nn.Module):
         )
         t_in, c, h, w = (int(v) for v in in_shape)
         self.in_shape = (t_in, c, h, w)
-        self.out_frames = int(out_frames)
+        self.num_classes = int(num_classes) if num_classes is not None else None
+        self.out_frames = int(out_frames) if out_frames is not None else None
         self.rollout = rollout
         self.hid_S = hid_S
         self.factor = 2 ** (N_S // 2)
         # Only the direct rollout changes the translator's output width; chunked passes always yield T_in frames.
-        self.pass_frames = self.out_frames if rollout == "direct" else t_in
+        self.pass_frames = self.out_frames if rollout == "direct" and self.num_classes is None else t_in
         fk = {"device": device, "dtype": dtype}
         self.encoder = SimVPEncoder(c, hid_S, N_S, spatio_kernel_enc, **fk)
         self.translator = MidMetaNet(
@@ -450,9 +465,16 @@ class SimVPv2(nn.Module):
             legacy_drop_path=legacy_drop_path,
             **fk,
         )
-        self.decoder = SimVPDecoder(hid_S, c, N_S, spatio_kernel_dec, **fk)
+        if self.num_classes is None:
+            self.decoder = SimVPDecoder(hid_S, c, N_S, spatio_kernel_dec, **fk)
+        else:
+            self.head = ClassifierHead(t_in * hid_S, self.num_classes)
+            if device is not None or dtype is not None:
+                self.head.to(**{k: v for k, v in fk.items() if v is not None})
 
     def extra_repr(self) -> str:
+        if self.num_classes is not None:
+            return f"in_shape={self.in_shape}, num_classes={self.num_classes}"
         return f"in_shape={self.in_shape}, out_frames={self.out_frames}, rollout={self.rollout}"
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -478,9 +500,17 @@ class SimVPv2(nn.Module):
         y = self.decoder(z, skip)
         return rearrange(y, "(b t) c h w -> b t c h w", b=b)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder + translator ``[B, T_in, C, H, W] -> [B, T_in * hid_S, h, w]`` (time folded into channels)."""
+        b = x.shape[0]
+        z, _ = self.encoder(rearrange(x, "b t c h w -> (b t) c h w"))
+        return self.translator(rearrange(z, "(b t) c h w -> b (t c) h w", b=b))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Forecast ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``."""
+        """Forecast ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``, or logits ``[B, num_classes]``."""
         self._check_input(x)
+        if self.num_classes is not None:
+            return self.head(self.forward_features(x))
         t_in, t_out = self.in_shape[0], self.out_frames
         if self.rollout == "direct" or t_out <= t_in:
             return self._single_pass(x)[:, :t_out]
@@ -490,6 +520,18 @@ class SimVPv2(nn.Module):
             chunks.append(x[:, : t_out - done])
             done += t_in
         return torch.cat(chunks, dim=1)
+
+
+def _validate_target(out_frames: int | None, num_classes: int | None) -> None:
+    check(
+        (out_frames is None) != (num_classes is None),
+        f"simvpv2: give exactly one of out_frames (forecast) and num_classes (classify), "
+        f"got out_frames={out_frames!r}, num_classes={num_classes!r}",
+    )
+    if num_classes is not None:
+        check(
+            _is_int(num_classes) and num_classes >= 2, f"simvpv2: num_classes must be an int >= 2, got {num_classes!r}"
+        )
 
 
 def _validate(
@@ -541,11 +583,11 @@ def _validate(
     check(rollout in _ROLLOUTS, f"simvpv2: rollout must be one of {'|'.join(_ROLLOUTS)}, got {rollout!r}")
 
 
-def _create_simvp(in_shape: Sequence[int], out_frames: int, **kwargs: object) -> SimVPv2:
+def _create_simvp(in_shape: Sequence[int], out_frames: int | None, **kwargs: object) -> SimVPv2:
     return SimVPv2(in_shape, out_frames, **kwargs)
 
 
 @register_model("simvpv2")
-def simvpv2(in_shape: Sequence[int], out_frames: int, **kwargs: object) -> SimVPv2:
+def simvpv2(in_shape: Sequence[int], out_frames: int | None = None, **kwargs: object) -> SimVPv2:
     """SimVPv2 with the gSTA translator (OpenSTL defaults: hid_S 64, hid_T 512, N_S 4, N_T 8); see :class:`SimVPv2`."""
     return _create_simvp(in_shape, out_frames, **kwargs)

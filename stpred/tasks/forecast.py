@@ -12,7 +12,7 @@ from torchmetrics import MinMetric
 from stpred import __version__
 from stpred.errors import ConfigError
 from stpred.metrics import ForecastMetrics, latitude_area_weights, relative_l2
-from stpred.registry import create_model
+from stpred.registry import create_model_from_config
 from stpred.tasks.optim import build_optimizers
 
 __all__ = ["ForecastTask", "REQUIRED_METADATA"]
@@ -61,9 +61,7 @@ class ForecastTask(L.LightningModule):
         self.save_hyperparameters()
         in_shape = tuple(int(v) for v in data["in_shape"])
         self.out_frames = int(data["out_frames"])
-        self.net = create_model(
-            model["name"], in_shape=in_shape, out_frames=self.out_frames, **(model.get("kwargs") or {})
-        )
+        self.net = create_model_from_config(model, in_shape, out_frames=self.out_frames)
         self.hparams["model_version"] = int(getattr(self.net, "_version", 1))
         channels = in_shape[1]
         mean = torch.as_tensor(data["mean"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)

@@ -1,0 +1,166 @@
+"""``ClassifyTask``: clip classification ``[B, T, C, H, W] -> [B, num_classes]`` with top-1/top-5 accuracy.
+
+Evaluation batches may carry several views of each clip, ``x: [B, V, T, C, H, W]`` (e.g. 10 clips x 3 crops):
+the class probabilities (softmax) are averaged over the views before the top-k (metrics.md §7), and the
+validation/test loss is the negative log of the averaged probability of the true class (plain cross-entropy when
+V = 1). Training batches with views are folded into the batch, one sample per view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from stpred import __version__
+from stpred.errors import ConfigError
+from stpred.registry import create_model_from_config
+from stpred.tasks.optim import build_optimizers
+
+__all__ = ["ClassifyTask", "REQUIRED_METADATA", "average_views"]
+
+REQUIRED_METADATA = ("in_shape", "num_classes")
+LOSSES = ("cross_entropy",)
+
+
+def average_views(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities averaged over views: logits ``[B, V, K]`` -> probabilities ``[B, K]``."""
+    return logits.float().softmax(dim=-1).mean(dim=1)
+
+
+class ClassifyTask(L.LightningModule):
+    """Trains a registered classifier; logs ``*/loss``, ``*/acc1``, ``*/acc5`` and ``val/acc1_best``.
+
+    Everything it takes is a plain value, so checkpoints load with ``weights_only=True``.
+
+    Args:
+        model: ``{"name": registry name, "kwargs": {...}}``; ``in_shape``/``num_classes`` come from ``data``.
+        data: the datamodule's ``metadata()`` (``in_shape``, ``num_classes``, class names...).
+        optim: optimiser and schedule, see :data:`stpred.tasks.optim.OPTIM_DEFAULTS`.
+        loss: ``"cross_entropy"``.
+        label_smoothing: label smoothing of the training cross-entropy.
+        compile: compile the network in place (``self.net.compile``) in ``configure_model``.
+        compile_kwargs: keyword arguments for ``torch.compile``.
+        datamodule: the datamodule's config (plain dict), kept so evaluation can rebuild the data.
+        stpred_version: the library version that wrote the checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        data: dict[str, Any],
+        optim: dict[str, Any] | None = None,
+        loss: str = "cross_entropy",
+        label_smoothing: float = 0.0,
+        compile: bool = False,
+        compile_kwargs: dict[str, Any] | None = None,
+        datamodule: dict[str, Any] | None = None,
+        stpred_version: str = __version__,
+    ) -> None:
+        super().__init__()
+        missing = [k for k in REQUIRED_METADATA if k not in data]
+        if missing:
+            raise ConfigError(
+                f"datamodule metadata lacks {missing}; a classification datamodule provides {REQUIRED_METADATA}"
+            )
+        if loss not in LOSSES:
+            raise ConfigError(f"loss='{loss}' is not a classification loss; use loss=cross_entropy")
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if "name" not in model:
+            raise ConfigError("model config needs a 'name' (a registry name, e.g. model=squeezetime)")
+        self.save_hyperparameters()
+        in_shape = tuple(int(v) for v in data["in_shape"])
+        self.num_classes = int(data["num_classes"])
+        self.net = create_model_from_config(model, in_shape, num_classes=self.num_classes)
+        self.hparams["model_version"] = int(getattr(self.net, "_version", 1))
+        self.top_k = min(5, self.num_classes)
+        self.train_acc1 = self._accuracy(1)
+        self.val_acc1, self.val_acc5, self.val_loss = self._accuracy(1), self._accuracy(self.top_k), MeanMetric()
+        self.test_acc1, self.test_acc5, self.test_loss = self._accuracy(1), self._accuracy(self.top_k), MeanMetric()
+        self.val_acc1_best = MaxMetric()
+        self.test_per_lead: dict[str, list[float]] = {}
+        self.test_results: dict[str, float] = {}
+
+    def _accuracy(self, k: int) -> MulticlassAccuracy:
+        return MulticlassAccuracy(num_classes=self.num_classes, top_k=k, average="micro")
+
+    # -- model ----------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.net.compile(**(self.hparams.compile_kwargs or {}))
+            self._compiled = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised clips ``[B, T, C, H, W]`` -> logits ``[B, num_classes]``."""
+        return self.net(x)
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[B, num_classes]`` from ``[B, T, C, H, W]`` or views ``[B, V, T, C, H, W]``."""
+        if x.dim() == 5:
+            x = x.unsqueeze(1)
+        b = x.shape[0]
+        logits = self(rearrange(x, "b v t c h w -> (b v) t c h w"))
+        return average_views(rearrange(logits, "(b v) k -> b v k", b=b))
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, label = batch["x"], batch["label"]
+        if x.dim() == 6:
+            label = label.repeat_interleave(x.shape[1])
+            x = x.flatten(0, 1)
+        logits = self(x)
+        loss = F.cross_entropy(logits.float(), label, label_smoothing=float(self.hparams.label_smoothing))
+        self.train_acc1(logits.detach(), label)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        self.log("train/acc1", self.train_acc1, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], acc1, acc5, loss_metric: MeanMetric) -> None:
+        probs = self.predict_proba(batch["x"])
+        label = batch["label"]
+        loss = F.nll_loss(probs.clamp_min(1e-12).log(), label)
+        loss_metric.update(loss, weight=label.shape[0])
+        acc1.update(probs, label)
+        acc5.update(probs, label)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_acc1, self.val_acc5, self.val_loss)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_acc1, self.test_acc5, self.test_loss)
+
+    def _compute(self, stage: str) -> dict[str, torch.Tensor]:
+        metrics = {"acc1": getattr(self, f"{stage}_acc1"), "acc5": getattr(self, f"{stage}_acc5")}
+        metrics["loss"] = getattr(self, f"{stage}_loss")
+        values = {k: m.compute().float() for k, m in metrics.items()}
+        for m in metrics.values():
+            m.reset()
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._compute("val")
+        self.log("val/loss", values["loss"], prog_bar=True)
+        self.log("val/acc1", values["acc1"], prog_bar=True)
+        self.log("val/acc5", values["acc5"])
+        if not self.trainer.sanity_checking:
+            self.val_acc1_best.update(values["acc1"])
+            self.log("val/acc1_best", self.val_acc1_best.compute())
+
+    def on_test_epoch_end(self) -> None:
+        values = self._compute("test")
+        self.test_results = {k: float(v) for k, v in values.items()}
+        self.log_dict({f"test/{k}": v for k, v in values.items()})
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        trainer = self.trainer
+        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        steps = max(1, int(trainer.estimated_stepping_batches) // max_epochs) if trainer.max_epochs else 1
+        return build_optimizers(
+            self.parameters(), dict(self.hparams.optim or {}), max_epochs=max_epochs, steps_per_epoch=steps
+        )
