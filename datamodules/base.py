@@ -17,7 +17,9 @@ __all__ = ["ForecastDataModule", "METADATA_KEYS"]
 
 #: Keys every forecasting ``metadata()`` carries. ``mean``/``std`` are per channel, so that
 #: ``physical = normalised * std + mean``; ``data_range`` is the de-normalised value range for SSIM/PSNR
-#: (``None`` where they mean nothing, e.g. physical fields); ``pde`` asks for relative-L2 metrics.
+#: (``None`` where they mean nothing, e.g. physical fields); ``pde`` asks for relative-L2 metrics. Optional keys the
+#: task reads: ``latitude`` (row latitudes, for latitude-weighted errors) and ``alt_units`` (``{name: scale}``: errors
+#: are also reported in other units, ``mse_<name> = mse * scale**2``, ``mae_<name> = mae * scale``).
 METADATA_KEYS = ("dataset", "task", "in_shape", "out_frames", "channels", "units", "mean", "std", "data_range", "pde")
 
 

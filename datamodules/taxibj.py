@@ -636,6 +636,8 @@ class TaxiBJDataModule(ForecastDataModule):
             "flow_min": self.flow_min,
             "flow_max": self.flow_max,
             "flow_scale": scale,
+            # The task also reports errors in flow counts when one global scale converts them.
+            "alt_units": {"counts": scale} if isinstance(scale, float) else {},
             "splits": self.split_info,
             "source_files": [Path(s).name for s in self.sources],
             "flip": self.flip,

@@ -58,9 +58,10 @@ def relative_l2(pred: Tensor, target: Tensor, dim_start: int = 1) -> Tensor:
 def latitude_area_weights(lat_degrees: Sequence[float]) -> Tensor:
     """WeatherBench-2 area weights per latitude row, normalised to mean 1.
 
-    Cell bounds are the midpoints between rows plus ±90°; the weight of row j is
-    ``sin φ_{j+½} − sin φ_{j−½}``. Rows at the poles therefore get a small but non-zero weight (a cosine
-    weight would give them zero).
+    Cell bounds are the midpoints between rows; the outer cells end half a row beyond the edge rows, clipped to
+    ±90° (on a global grid this is WeatherBench-2's bounds at ±90°; on a regional grid the edge rows are not
+    stretched to the poles). The weight of row j is ``sin φ_{j+½} − sin φ_{j−½}``. Rows at the poles therefore get
+    a small but non-zero weight (a cosine weight would give them zero).
 
     Args:
         lat_degrees: Latitude of each row H in degrees, strictly ascending or strictly descending, in [−90, 90].
@@ -87,7 +88,12 @@ def latitude_area_weights(lat_degrees: Sequence[float]) -> Tensor:
             "(sort the grid's rows, and drop duplicate rows)"
         )
     asc = lat.flip(0) if descending else lat
-    bounds = torch.cat([asc.new_tensor([-90.0]), (asc[1:] + asc[:-1]) / 2, asc.new_tensor([90.0])])
+    if asc.numel() > 1:
+        low = max(float(asc[0] - (asc[1] - asc[0]) / 2), -90.0)
+        high = min(float(asc[-1] + (asc[-1] - asc[-2]) / 2), 90.0)
+    else:
+        low, high = -90.0, 90.0
+    bounds = torch.cat([asc.new_tensor([low]), (asc[1:] + asc[:-1]) / 2, asc.new_tensor([high])])
     weights = torch.sin(torch.deg2rad(bounds[1:])) - torch.sin(torch.deg2rad(bounds[:-1]))
     weights = weights / weights.mean()
     return (weights.flip(0) if descending else weights).float()

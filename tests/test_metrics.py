@@ -432,3 +432,11 @@ def test_forward_returns_batch_values_and_accumulates():
     assert first["mse"].item() == pytest.approx(single["mse"].item(), rel=1e-6)
     whole = _stream(ForecastMetrics(2, data_range=1.0), pred, true, [4]).compute()
     assert m.compute()["ssim"].item() == pytest.approx(whole["ssim"].item(), rel=1e-6)
+
+
+def test_latitude_weights_of_a_regional_grid_follow_the_area_of_its_own_cells():
+    # 50..58 N every 0.25 deg: the edge rows' cells end half a row beyond them, not at the poles.
+    lat = np.arange(58.0, 49.99, -0.25)
+    bounds = np.concatenate([[58.125], (lat[1:] + lat[:-1]) / 2, [49.875]])
+    raw = np.sin(np.deg2rad(bounds[:-1])) - np.sin(np.deg2rad(bounds[1:]))
+    np.testing.assert_allclose(latitude_area_weights(lat.tolist()).numpy(), raw / raw.mean(), rtol=1e-5)

@@ -398,4 +398,8 @@ def test_train_app_fits_and_tests_simvpv2_on_taxibj(taxibj, tmp_path):
     assert 0.01 < results["mse"] < 9.0 and results["mae"] < 3.0 and abs(results["ssim"]) < 0.2
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["data"]["dataset"] == "taxibj"
-    assert ckpt["hyper_parameters"]["data"]["flow_scale"] > 0
+    scale = ckpt["hyper_parameters"]["data"]["flow_scale"]
+    assert scale > 0
+    # Errors are also reported in flow counts.
+    assert results["mse_counts"] == pytest.approx(results["mse"] * scale**2, rel=1e-5)
+    assert results["mae_counts"] == pytest.approx(results["mae"] * scale, rel=1e-5)

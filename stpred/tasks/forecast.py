@@ -128,8 +128,17 @@ class ForecastTask(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         return self._eval_step(batch, "test", self.test_metrics)
 
+    def _with_alt_units(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Add errors in the metadata's other units (e.g. TaxiBJ flow counts): squares scale by scale**2."""
+        out = dict(values)
+        for unit, scale in (self.hparams.data.get("alt_units") or {}).items():
+            for key, power in (("mse", 2), ("mae", 1), ("rmse", 1), ("mse_frame", 2), ("mae_frame", 1)):
+                if key in values:
+                    out[f"{key}_{unit}"] = values[key] * float(scale) ** power
+        return out
+
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
+        values = self._with_alt_units(self.val_metrics.compute())
         self.val_metrics.reset()
         # compute() already reduced the states across processes; sync_dist averages identical values.
         self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=True)
@@ -138,7 +147,7 @@ class ForecastTask(L.LightningModule):
             self.log("val/mse_best", self.val_mse_best.compute(), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        values = self.test_metrics.compute()
+        values = self._with_alt_units(self.test_metrics.compute())
         self.test_per_lead = {k: v.double().tolist() for k, v in self.test_metrics.per_lead().items()}
         self.test_metrics.reset()
         self.test_results = {k: float(v) for k, v in values.items()}
