@@ -6,6 +6,8 @@ Commands:
     stpred-bench kernels --device cuda --out docs/bench
     stpred-bench models                       # training samples/s and inference sequences/s per preset
     stpred-bench models --experiments quickstart,ns_fno2d --batch 8
+    stpred-bench generation                   # ConvS5 time per generated frame at frames 10, 100, 400
+    stpred-bench generation --published       # at the published size (d_model 256, 8 layers)
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import argparse
 import csv
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 from stpred.apps._cli import run_cli
 from stpred.errors import UserError
@@ -23,6 +28,7 @@ __all__ = ["main", "kernel_rows", "model_rows", "to_markdown"]
 
 COLUMNS = ("op", "shape", "impl", "fwd_ms", "fwd_bwd_ms", "gbps", "pct_copy_bw", "tflops", "speedup")
 MODEL_COLUMNS = ("experiment", "model", "params", "shape", "batch", "train_samples_per_s", "infer_sequences_per_s")
+GENERATION_COLUMNS = ("model", "config", "params", "batch", "context", "frame", "ms_per_frame", "vs_first")
 DEFAULT_EXPERIMENTS = ("mmnist_simvpv2", "ns_fno2d", "quickstart")
 
 
@@ -33,21 +39,44 @@ def kernel_rows(device: str, quick: bool) -> list[dict[str, Any]]:
     return scan_bench.run(device=device, quick=quick) + spectral_bench.run(device=device, quick=quick)
 
 
-def _preset(experiment: str) -> tuple[str, dict[str, Any], tuple[int, int, int, int], int]:
-    """Model name, kwargs, ``in_shape`` and ``out_frames`` of an experiment preset, without building its data."""
+def _channels(variables: Any) -> int:
+    """WeatherBench channels: one per variable, or one per level of a variable given with levels."""
+    return sum(len(v.get("levels") or [0]) if isinstance(v, dict) else 2 if v == "uv10" else 1 for v in variables)
+
+
+#: The sample shape each data config produces, derived from the config alone (no files are read), so that
+#: presets can be benchmarked and checked without their data. Returns ``(in_shape, {"out_frames" | "num_classes"})``.
+PRESET_SHAPES: dict[str, Callable[[Any], tuple[tuple[int, ...], dict[str, int]]]] = {
+    "mmnist": lambda d: ((d.t_in, 1, d.image_size, d.image_size), {"out_frames": d.t_out}),
+    "mmnist_long": lambda d: ((d.t_in, 1, d.image_size, d.image_size), {"out_frames": d.t_out}),
+    "navier_stokes": lambda d: ((d.t_in, 1, d.resolution, d.resolution), {"out_frames": d.t_out}),
+    "taxibj": lambda d: ((d.t_in, 2, 32, 32), {"out_frames": d.t_out}),
+    "weatherbench": lambda d: ((d.t_in, _channels(d.variables), *(d.crop or (32, 64))), {"out_frames": d.t_out}),
+    "era5_uk": lambda d: ((d.t_in, _channels(d.variables), *(d.crop or (33, 49))), {"out_frames": d.t_out}),
+    "kinetics": lambda d: ((d.num_frames, 3, d.crop_size, d.crop_size), {"num_classes": 400}),
+    "kinetics_forecast": lambda d: ((d.t_in, 3, d.crop_size, d.crop_size), {"out_frames": d.t_out}),
+}
+
+
+def preset(experiment: str, overrides: tuple[str, ...] = ()) -> tuple[DictConfig, tuple[int, ...], dict[str, int]]:
+    """The composed config of an experiment preset and its model's ``in_shape`` and target, without its data."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
     from stpred.apps.train import CONFIG_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"experiment={experiment}", "paths.output_dir=."])
-    data = cfg.data
-    size = data.get("resolution") or data.get("image_size")
-    in_shape = (int(data.t_in), int(data.get("channels", 1)), int(size), int(size))
-    return cfg.model.name, OmegaConf.to_container(cfg.model.kwargs), in_shape, int(data.t_out)
+        cfg = compose(
+            config_name="train",
+            overrides=[f"experiment={experiment}", "paths.output_dir=.", *overrides],
+            return_hydra_config=True,
+        )
+    choice = cfg.hydra.runtime.choices["data"]
+    if choice not in PRESET_SHAPES:
+        raise UserError(f"no preset shape for data config '{choice}'; add it to PRESET_SHAPES in apps/bench.py")
+    in_shape, target = PRESET_SHAPES[choice](cfg.data)
+    return cfg, tuple(int(v) for v in in_shape), target
 
 
 def _throughput_ms(model, x, y, steps: int, device: str) -> tuple[float, float]:
@@ -58,9 +87,11 @@ def _throughput_ms(model, x, y, steps: int, device: str) -> tuple[float, float]:
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
+    loss_fn = torch.nn.functional.cross_entropy if y.dtype == torch.long else torch.nn.functional.mse_loss
+
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.mse_loss(model(x), y).backward()
+        loss_fn(model(x), y).backward()
         opt.step()
 
     model.train()
@@ -75,21 +106,25 @@ def model_rows(experiments: list[str], batch: int, steps: int, device: str) -> l
     """Training and inference throughput of each preset's model on random data (data loading excluded)."""
     import torch
 
-    import stpred
+    from stpred.registry import create_model_from_config
 
     rows = []
     for experiment in experiments:
-        name, kwargs, in_shape, out_frames = _preset(experiment)
-        model = stpred.create_model(name, in_shape=in_shape, out_frames=out_frames, **kwargs).to(device)
+        cfg, in_shape, target = preset(experiment)
+        name = cfg.model.name
+        model = create_model_from_config(OmegaConf.to_container(cfg.model), in_shape, **target).to(device)
         x = torch.randn(batch, *in_shape, device=device)
-        y = torch.randn(batch, out_frames, *in_shape[1:], device=device)
+        if "num_classes" in target:
+            y = torch.randint(target["num_classes"], (batch,), device=device)
+        else:
+            y = torch.randn(batch, target["out_frames"], *in_shape[1:], device=device)
         train_ms, infer_ms = _throughput_ms(model, x, y, steps, device)
         rows.append(
             {
                 "experiment": experiment,
                 "model": name,
                 "params": sum(p.numel() for p in model.parameters()),
-                "shape": f"{list(in_shape)}->{out_frames}",
+                "shape": f"{list(in_shape)}->{next(iter(target.values()))}",
                 "batch": batch,
                 "train_samples_per_s": batch / (train_ms * 1e-3),
                 "infer_sequences_per_s": batch / (infer_ms * 1e-3),
@@ -133,6 +168,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     m.add_argument("--steps", type=int, default=5, help="timed steps (median)")
     m.add_argument("--device", default="auto")
     m.add_argument("--out", default="bench", help="folder for models.md and models.csv")
+    g = sub.add_parser("generation", help="ConvS5 time per generated frame at several horizons")
+    g.add_argument("--frames", default="10,100,400", help="comma-separated horizons")
+    g.add_argument("--published", action="store_true", help="the published size instead of the CPU config")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--out", default="bench", help="folder for generation.md and generation.csv")
     return parser.parse_args(argv)
 
 
@@ -148,10 +188,17 @@ def _run(argv: list[str] | None = None) -> None:
     if args.what == "kernels":
         rows, columns = kernel_rows(device, args.quick), COLUMNS
         title = f"Kernels on {device_name(device)} (torch {torch.__version__}{', quick' if args.quick else ''})"
-    else:
+    elif args.what == "models":
         experiments = [e for e in args.experiments.split(",") if e]
         rows, columns = model_rows(experiments, args.batch, args.steps, device), MODEL_COLUMNS
         title = f"Model throughput on {device_name(device)} (torch {torch.__version__}, float32)"
+    else:
+        from stpred.apps._bench_generation import run as generation_rows
+
+        frames = [int(f) for f in args.frames.split(",") if f]
+        published = {"d_model": 256, "ssm_size": 256, "n_layers": 8} if args.published else {}
+        rows, columns = generation_rows(device, frames, **published), GENERATION_COLUMNS
+        title = f"ConvS5 generation per frame on {device_name(device)} (torch {torch.__version__})"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(rows, title, columns)

@@ -7,9 +7,12 @@ from pathlib import Path
 import hydra
 import pytest
 from _hydra import compose_config
+from omegaconf import OmegaConf
 
 import stpred
+from stpred.apps.bench import PRESET_SHAPES, preset
 from stpred.apps.train import CONFIG_DIR
+from stpred.registry import create_model_from_config
 
 GROUPS = ("data", "model", "trainer", "callbacks", "logger", "experiment", "debug")
 
@@ -31,21 +34,20 @@ def test_every_option_of_every_group_composes(group, tmp_path):
         assert cfg.data._target_ and cfg.model.name and cfg.trainer._target_
 
 
+def test_every_data_config_has_a_preset_shape():
+    assert sorted(PRESET_SHAPES) == _options("data")
+
+
 @pytest.mark.parametrize("experiment", _options("experiment"))
 def test_experiment_builds_its_datamodule_and_model(experiment, tmp_path):
-    cfg = compose_config("train", [f"experiment={experiment}", f"paths.output_dir={tmp_path}", f"data.root={tmp_path}"])
+    cfg, in_shape, target = preset(experiment, (f"data.root={tmp_path}",))
     assert cfg.task_name == experiment
     dm = hydra.utils.instantiate(cfg.data)
-    in_shape = (dm.t_in, 1, *_grid(cfg))
-    model = stpred.create_model(cfg.model.name, in_shape=in_shape, out_frames=dm.t_out, **cfg.model.kwargs)
+    assert dm.task == ("classify" if "num_classes" in target else "forecast")
+    model = create_model_from_config(OmegaConf.to_container(cfg.model), in_shape, **target)
     assert sum(p.numel() for p in model.parameters()) > 0
     trainer = hydra.utils.instantiate(cfg.trainer, accelerator="cpu", devices=1, logger=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
-
-
-def _grid(cfg) -> tuple[int, int]:
-    size = cfg.data.get("resolution") or cfg.data.get("image_size")
-    return (size, size)
 
 
 def test_mmnist_simvpv2_preset_is_the_published_model(tmp_path):

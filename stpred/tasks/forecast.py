@@ -32,7 +32,8 @@ class ForecastTask(L.LightningModule):
         data: the datamodule's ``metadata()`` (shapes, per-channel ``mean``/``std``, ``data_range``, ``pde``,
             optional ``latitude`` for latitude-weighted errors).
         optim: optimiser and schedule, see :data:`stpred.tasks.optim.OPTIM_DEFAULTS`.
-        loss: ``"mse"`` (default), ``"mse+l1"`` or ``"rel_l2"`` (FNO's relative L2), on normalised values.
+        loss: ``"mse"`` (default) or ``"mse+l1"`` on normalised values, or ``"rel_l2"`` (FNO's relative L2, on
+            de-normalised values).
         compile: compile the network in place (``self.net.compile``) in ``configure_model``.
         compile_kwargs: keyword arguments for ``torch.compile``.
         datamodule: the datamodule's config (plain dict), kept so evaluation can rebuild the data.
@@ -101,7 +102,8 @@ class ForecastTask(L.LightningModule):
             return F.mse_loss(pred, target)
         if self.hparams.loss == "mse+l1":
             return F.mse_loss(pred, target) + F.l1_loss(pred, target)
-        return relative_l2(pred, target).mean()
+        # Relative errors are not shift-invariant: take them in physical units, as FNO's LpLoss does.
+        return relative_l2(self.denormalize(pred), self.denormalize(target)).mean()
 
     # -- steps ----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

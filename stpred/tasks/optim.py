@@ -21,6 +21,7 @@ OPTIM_DEFAULTS: dict[str, Any] = {
     "betas": [0.9, 0.999],
     "momentum": 0.9,
     "scheduler": "onecycle",
+    "div_factor": 25.0,
     "final_div_factor": 1e4,
     "pct_start": 0.3,
     "warmup_epochs": 0,
@@ -52,6 +53,7 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: dict[str, Any], max_epochs: int,
             max_lr=cfg["lr"],
             total_steps=max(1, max_epochs * steps_per_epoch),
             pct_start=cfg["pct_start"],
+            div_factor=cfg["div_factor"],
             final_div_factor=cfg["final_div_factor"],
         )
         return {"scheduler": sched, "interval": "step"}

@@ -1,0 +1,192 @@
+"""Sobolev norms of periodic fields on the unit torus, computed spectrally (Parseval), and a loss built on them.
+
+With ``v_hat_k`` the Fourier coefficients of ``v`` on ``[0, 1)^2`` (``rfft2(v) / (X * Y)`` on an ``X x Y`` grid),
+
+    ||v||_{H^s} = ( sum_k (alpha + 4 pi^2 |k|^2)^s |v_hat_k|^2 )^(1/2)
+
+which is the paper norm of the Spectral-Refiner (Cao et al., ICLR 2025, arXiv:2405.17211; ``docs/models.md``
+§7.4-7.5). ``s = 0`` is the L2 norm ``sqrt(mean(v^2))`` whatever ``alpha``; ``s = -1`` with a small ``alpha`` is
+the dual norm the fine-tuning minimises.
+
+``legacy_exponent=True`` reproduces torch-cfd's ``fno/losses.py`` weighting, which multiplies the *amplitudes* by
+``(alpha + 4 pi^2 |k|^2)^(s/4)``: that is the paper norm of order ``s / 2`` (its ``norm_order=-1`` is H^{-1/2} in
+the standard convention, although its comments call it the dual H^1 norm).
+
+Examples:
+    >>> x = torch.arange(16, dtype=torch.float64) / 16
+    >>> v = torch.cos(2 * math.pi * x)[:, None].expand(16, 16)  # |v_hat| = 1/2 at k = (+-1, 0)
+    >>> float(sobolev_norm(v, 1.0, alpha=1.0) ** 2)  # (1 + 4 pi^2) / 2
+    20.239208802178716
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from stpred.errors import check
+
+__all__ = ["sobolev_norm", "sobolev_weights", "SobolevLoss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def sobolev_weights(
+    shape: tuple[int, int],
+    s: float,
+    alpha: float = 1.0,
+    *,
+    legacy_exponent: bool = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Weights ``[X, Y//2 + 1]`` such that ``sum(weights * |rfft2(v)|^2) = ||v||_{H^s}^2``.
+
+    They fold in the unit-torus normalisation ``1 / (X Y)^2`` and the multiplicity of the half spectrum (columns
+    other than 0 and the Nyquist column of an even ``Y`` stand for two modes each).
+
+    Args:
+        shape: the grid ``(X, Y)``.
+        s: Sobolev order (any real number).
+        alpha: shift of the symbol; must be positive for ``s < 0``.
+        legacy_exponent: use torch-cfd's exponent ``s / 2`` (see the module docstring).
+        device: tensor device.
+        dtype: floating dtype of the weights.
+    """
+    nx, ny = shape
+    k1 = torch.fft.fftfreq(nx, d=1.0 / nx, dtype=torch.float64, device=device).round()[:, None]
+    k2 = torch.fft.rfftfreq(ny, d=1.0 / ny, dtype=torch.float64, device=device).round()[None, :]
+    order = s / 2 if legacy_exponent else s
+    symbol = alpha + 4.0 * math.pi**2 * (k1**2 + k2**2)
+    weight = symbol**order if order != 0 else torch.ones_like(symbol)
+    mult = torch.full((ny // 2 + 1,), 2.0, dtype=torch.float64, device=device)
+    mult[0] = 1.0
+    if ny % 2 == 0:
+        mult[-1] = 1.0
+    return (weight * mult / (nx * ny) ** 2).to(dtype)
+
+
+def _squared_norm(v: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=v.device.type, enabled=False):
+        power = torch.fft.rfft2(v.to(dtype)).abs().square()
+        return (power * weights.to(dtype)).sum(dim=(-2, -1))
+
+
+def sobolev_norm(
+    v: torch.Tensor,
+    s: float = 0.0,
+    alpha: float = 1.0,
+    relative: bool = False,
+    time_average: bool = False,
+    *,
+    target: torch.Tensor | None = None,
+    time_dim: int = -3,
+    legacy_exponent: bool = False,
+) -> torch.Tensor:
+    """The ``H^s`` norm of the periodic field(s) ``v [..., X, Y]`` on the unit torus, one value per field.
+
+    Args:
+        v: real fields ``[..., X, Y]``.
+        s: Sobolev order.
+        alpha: shift ``alpha`` in ``(alpha + 4 pi^2 |k|^2)^s``; positive when ``s < 0``.
+        relative: return ``||v - target|| / ||target||`` (needs ``target``).
+        time_average: root-mean-square of the norms over ``time_dim`` (a discrete ``L2(0, T; H^s)`` norm over
+            ``T``); for ``relative`` the ratio does not depend on it.
+        target: subtract it from ``v`` first (``[..., X, Y]``, same shape).
+        time_dim: the time axis of ``v`` (one of the leading axes), used with ``time_average``.
+        legacy_exponent: torch-cfd's exponent (the paper norm of order ``s / 2``).
+
+    Returns:
+        ``v.shape[:-2]`` (without ``time_dim`` when ``time_average``), float32 or float64.
+
+    Examples:
+        >>> w = torch.randn(4, 10, 32, 32)  # [B, T, X, Y]
+        >>> sobolev_norm(w, -1.0, alpha=10**-1.5, time_average=True, time_dim=1).shape
+        torch.Size([4])
+    """
+    if v.ndim < 2:
+        raise ValueError(f"sobolev_norm expects fields [..., X, Y], got shape {tuple(v.shape)}")
+    if relative and target is None:
+        raise ValueError("sobolev_norm: relative=True needs a target")
+    if target is not None and target.shape != v.shape:
+        raise ValueError(f"sobolev_norm: target shape {tuple(target.shape)} differs from v {tuple(v.shape)}")
+    if s < 0 and alpha <= 0:
+        raise ValueError(f"sobolev_norm: alpha must be positive for s < 0 (got alpha={alpha}, s={s})")
+    t_axis = None
+    if time_average:
+        t_axis = time_dim if time_dim >= 0 else v.ndim + time_dim
+        if not 0 <= t_axis < v.ndim - 2:
+            raise ValueError(f"sobolev_norm: time_dim={time_dim} must be a leading axis of shape {tuple(v.shape)}")
+    weights = sobolev_weights(tuple(v.shape[-2:]), s, alpha, legacy_exponent=legacy_exponent, device=v.device)
+    diff = v if target is None else v - target
+    sq = _squared_norm(diff, weights)
+    if t_axis is not None:
+        sq = sq.mean(dim=t_axis)
+    norm = sq.sqrt()
+    if not relative:
+        return norm
+    ref = _squared_norm(target, weights)
+    if t_axis is not None:
+        ref = ref.mean(dim=t_axis)
+    return norm / ref.sqrt()
+
+
+class SobolevLoss(nn.Module):
+    """``H^s`` norm of ``pred`` (or of ``pred - target``, optionally relative), reduced over the batch.
+
+    Args:
+        s: Sobolev order (0: L2; -1: the Spectral-Refiner's dual norm).
+        alpha: shift of the symbol ``alpha + 4 pi^2 |k|^2``.
+        relative: divide by the norm of ``target``.
+        time_average: root-mean-square over ``time_dim`` before reducing.
+        time_dim: time axis of the inputs (e.g. ``1`` for ``[B, T, C, H, W]``, ``-3`` for ``[B, T, H, W]``).
+        reduction: ``"mean" | "sum" | "none"`` over the remaining axes.
+        legacy_exponent: torch-cfd's exponent (see :func:`sobolev_norm`).
+
+    Examples:
+        >>> loss = SobolevLoss(s=-1.0, alpha=10**-1.5, time_average=True, time_dim=1)
+        >>> loss(torch.zeros(2, 5, 16, 16)).item()
+        0.0
+    """
+
+    def __init__(
+        self,
+        s: float = 0.0,
+        alpha: float = 1.0,
+        *,
+        relative: bool = False,
+        time_average: bool = False,
+        time_dim: int = -3,
+        reduction: str = "mean",
+        legacy_exponent: bool = False,
+    ) -> None:
+        super().__init__()
+        check(reduction in _REDUCTIONS, f"SobolevLoss: reduction must be one of {'|'.join(_REDUCTIONS)}")
+        check(not (s < 0 and alpha <= 0), f"SobolevLoss: alpha must be positive for s < 0, got {alpha}")
+        self.s, self.alpha = float(s), float(alpha)
+        self.relative, self.time_average, self.time_dim = relative, time_average, time_dim
+        self.reduction, self.legacy_exponent = reduction, legacy_exponent
+
+    def extra_repr(self) -> str:
+        return f"s={self.s}, alpha={self.alpha}, relative={self.relative}, time_average={self.time_average}"
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Norm of ``pred - target`` (``target=None``: of ``pred``), reduced by ``reduction``."""
+        norm = sobolev_norm(
+            pred,
+            self.s,
+            self.alpha,
+            self.relative,
+            self.time_average,
+            target=target,
+            time_dim=self.time_dim,
+            legacy_exponent=self.legacy_exponent,
+        )
+        if self.reduction == "mean":
+            return norm.mean()
+        if self.reduction == "sum":
+            return norm.sum()
+        return norm
