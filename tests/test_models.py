@@ -44,6 +44,11 @@ DATA_SHAPES = {
 MODEL_NAMES = list_models()
 CASES = [pytest.param(m, d, id=f"{m}-{d}") for m in MODEL_NAMES for d in DATA_SHAPES]
 
+# Kinetics-like clips for the models that also classify (``num_classes``); extra kwargs shrink their trunks.
+CLIP_SHAPE, NUM_CLASSES = (8, 3, 32, 32), 5
+CLASSIFIERS = ["convs5", "lrcn", "predformer", "simvpv2", "squeezetime"]
+CLASSIFY_EXTRA: dict[str, dict] = {"squeezetime": {"widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1]}}
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -103,6 +108,50 @@ def test_forward_backward(name: str, data: str) -> None:
         n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.isfinite().all())
     ]
     assert not no_grad, f"parameters without a finite gradient: {no_grad}"
+
+
+def _training_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The loss as ForecastTask trains: next-frame over the whole sequence for teacher-forced models."""
+    if getattr(model, "supports_teacher_forcing", False):
+        frames = torch.cat([x, y], dim=1)
+        return torch.nn.functional.mse_loss(model.teacher_forced(frames[:, :-1]), frames[:, 1:])
+    return torch.nn.functional.mse_loss(model(x), y)
+
+
+def _loss_falls(model: torch.nn.Module, loss_fn, steps: int = 8, lr: float = 3e-3) -> tuple[float, float]:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    first = None
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        first = float(loss) if first is None else first
+    with torch.no_grad():
+        return first, float(loss_fn())
+
+
+@pytest.mark.parametrize("name, data", CASES)
+def test_loss_falls_over_a_few_steps_on_a_fixed_batch(name: str, data: str) -> None:
+    model, x = _build(name, data)
+    t_out = DATA_SHAPES[data][1]
+    y = torch.rand(2, t_out, *x.shape[2:], generator=torch.Generator().manual_seed(3))
+    model.train()
+    first, last = _loss_falls(model, lambda: _training_loss(model, x, y))
+    assert last < first, f"{name} on {data}: loss {first:.4g} -> {last:.4g}"
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_classifier_forward_backward_and_loss_falls(name: str) -> None:
+    kwargs = {**TINY_KWARGS[name], **CLASSIFY_EXTRA.get(name, {})}
+    model = create_model(name, in_shape=CLIP_SHAPE, num_classes=NUM_CLASSES, **kwargs)
+    x = torch.randn(4, *CLIP_SHAPE)
+    labels = torch.tensor([0, 1, 2, 3])
+    model.train()
+    logits = model(x)
+    assert logits.shape == (4, NUM_CLASSES) and torch.isfinite(logits).all()
+    first, last = _loss_falls(model, lambda: torch.nn.functional.cross_entropy(model(x), labels))
+    assert last < first, f"{name}: cross-entropy {first:.4g} -> {last:.4g}"
 
 
 @pytest.mark.parametrize("name, data", CASES)
