@@ -362,3 +362,16 @@ def test_train_app_runs_a_classifier_on_real_clips(tmp_path: Path, shared_data: 
     assert hp["data"]["in_shape"] == [4, 3, 32, 32] and hp["data"]["test_views"] == 6
     best = list((out / "checkpoints").glob("epoch_*.ckpt"))
     assert best, "the best checkpoint (by val/acc1) is missing"
+
+    # The label map travels in the checkpoint: a predictor rebuilt from the file alone names classes on a real clip.
+    label_map = (video / "label_map_k400.txt").read_text().splitlines()
+    assert hp["data"]["class_names"] == label_map
+    from stpred.datamodules.video_io import read_clip
+
+    frames = read_clip(clips["arm_wrestling"], [0, 2, 4, 6])  # uint8 [4, H, W, 3]
+    clip = torch.nn.functional.interpolate(
+        torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0, size=(32, 32), mode="bilinear"
+    )
+    ranked = stpred.load_predictor(best[0]).top_k(clip, k=5)[0]
+    assert len(ranked) == 5 and all(name in label_map for name, _ in ranked)
+    assert sum(p for _, p in ranked) <= 1.0 + 1e-6 and ranked[0][1] >= ranked[-1][1]
