@@ -52,11 +52,11 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from stpred.errors import check
+from stpred.layers.drop import DropPath
 from stpred.layers.heads import ClassifierHead
 from stpred.registry import register_model
 
 __all__ = [
-    "DropPath",
     "Attention",
     "SwiGLU",
     "GatedTransformerBlock",
@@ -129,28 +129,6 @@ def arrangement_layout(arrangement: str | Sequence[str], n_units: int) -> tuple[
     unit = tuple(str(tok).upper() for tok in arrangement)
     kinds = unit * n_units
     return kinds, (1,) * len(kinds)
-
-
-class DropPath(nn.Module):
-    """Per-sample stochastic depth: zero a residual branch for a random subset of the batch, rescale the rest.
-
-    Args:
-        p: probability of dropping the branch for one sample.
-    """
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p:.4g}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 class Attention(nn.Module):

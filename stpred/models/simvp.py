@@ -31,11 +31,11 @@ import torch.nn as nn
 from einops import rearrange, repeat
 
 from stpred.errors import check
+from stpred.layers.drop import DropPath
 from stpred.layers.heads import ClassifierHead
 from stpred.registry import register_model
 
 __all__ = [
-    "DropPath",
     "ConvSC",
     "SimVPEncoder",
     "SimVPDecoder",
@@ -70,28 +70,6 @@ def drop_path_rates(drop_path: float, depth: int, *, legacy: bool = False) -> li
     """
     start = 1e-2 if legacy else min(1e-2, drop_path)
     return [float(r) for r in torch.linspace(start, drop_path, depth)]
-
-
-class DropPath(nn.Module):
-    """Per-sample stochastic depth: zero a residual branch for a random subset of the batch, rescale the rest.
-
-    Args:
-        p: probability of dropping the branch for one sample.
-    """
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p:.4g}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 class ConvSC(nn.Module):
