@@ -261,10 +261,84 @@ def test_benchmark_rows_on_tiny_shapes(monkeypatch):
     assert all(b * p * h * w >= 4 * 2**20 for b, _, p, h, w in benchmark.shapes("cuda")[2:])
     monkeypatch.setattr(benchmark, "shapes", lambda device, quick=False: [(1, 5, 3, 5, 3)])
     rows = benchmark.run("cpu", quick=True)
-    assert [r["impl"] for r in rows] == ["reference", "torch"]
+    assert [r["impl"] for r in rows] == ["reference", "torch", "torch-inplace"]
     keys = {"op", "shape", "impl", "fwd_ms", "fwd_bwd_ms", "gbps", "pct_copy_bw", "speedup"}
     for row in rows:
         assert set(row) == keys and row["op"] == "conv_ssm_scan" and row["shape"] == (1, 5, 3, 5, 3)
         assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0 and row["gbps"] > 0 and row["pct_copy_bw"] > 0
     assert rows[0]["speedup"] == 1.0
     assert rows[1]["speedup"] == pytest.approx(rows[0]["fwd_bwd_ms"] / rows[1]["fwd_bwd_ms"])
+
+
+# ------------------------------------------------------------------------------------------------ in-place scan
+
+
+def _inplace_run(inputs, inplace: bool, flat_base: bool, g_xs, g_last):
+    """Like _run, but bu is a non-leaf temporary (ConvSSM's case): a flat [B·L, 2P, H, W] tensor viewed as 6-D, or a
+    6-D tensor; returns also whether xs shares bu's storage."""
+    lam, bu, x0 = (None if t is None else t.detach().clone().requires_grad_() for t in inputs)
+    b, length, _, p, h, w = bu.shape
+    src = bu.reshape(b * length, 2 * p, h, w) if flat_base else bu
+    tmp = (src * 1.0).view(bu.shape)
+    xs, x_last = conv_ssm_scan_planar(lam, tmp, x0, impl="torch", inplace=inplace)
+    shares = xs.data_ptr() == tmp.data_ptr()
+    loss = (xs * g_xs).sum() + (x_last * g_last).sum()
+    leaves = [t for t in (lam, bu, x0) if t is not None]
+    grads = torch.autograd.grad(loss, leaves, materialize_grads=True)
+    return (xs.detach(), x_last.detach()), grads, shares
+
+
+@pytest.mark.parametrize("with_x0", [False, True])
+@pytest.mark.parametrize("flat_base", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inplace_equals_out_of_place_exactly_and_reuses_bu(with_x0, flat_base, dtype):
+    inputs = _planar_inputs((2, 7, 5, 3, 4), with_x0, dtype)
+    g_xs, g_last = torch.randn_like(inputs[1]), torch.randn_like(inputs[1][:, 0])
+    out_ref, grads_ref, shares_ref = _inplace_run(inputs, False, flat_base, g_xs, g_last)
+    out, grads, shares = _inplace_run(inputs, True, flat_base, g_xs, g_last)
+    assert shares and not shares_ref
+    for name, a, e in zip(("xs", "x_last", "dlam_bar", "dbu", "dx0"), out + grads, out_ref + grads_ref):
+        assert torch.equal(a, e), name
+
+
+def test_inplace_allocates_no_state_sized_buffer(monkeypatch):
+    """Out of place the scan allocates xs and dBu; in place neither (the loss's own grads are allocated in C++)."""
+    inputs = _planar_inputs((2, 7, 5, 3, 4), with_x0=True)
+    numel = inputs[1].numel()
+    g_xs, g_last = torch.randn_like(inputs[1]), torch.randn_like(inputs[1][:, 0])
+    real_empty = torch.empty
+    big = []
+
+    def spy(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        big.extend([t.numel()] if t.numel() >= numel else [])
+        return t
+
+    monkeypatch.setattr(torch, "empty", spy)
+    _inplace_run(inputs, False, True, g_xs, g_last)
+    assert big == [numel, numel]
+    big.clear()
+    _inplace_run(inputs, True, True, g_xs, g_last)
+    assert big == []
+
+
+def test_inplace_falls_back_where_it_may_not_overwrite():
+    """A leaf bu that requires grad, a bf16 bu and a broadcast incoming gradient are left intact."""
+    lam, bu, x0 = _planar_inputs((1, 5, 3, 2, 3), with_x0=True)
+    leaf = bu.clone().requires_grad_()
+    xs, _ = conv_ssm_scan_planar(lam, leaf, x0, impl="torch", inplace=True)
+    assert xs.data_ptr() != leaf.data_ptr() and torch.equal(leaf.detach(), bu)
+    expected = conv_ssm_scan_planar(lam, bu, x0, impl="torch")[0]
+    assert torch.equal(xs, expected)
+
+    half = bu.to(torch.bfloat16)
+    xs_h, _ = conv_ssm_scan_planar(lam, half.clone(), x0, impl="torch", inplace=True)
+    assert torch.equal(xs_h, conv_ssm_scan_planar(lam, half, x0, impl="torch")[0])
+
+    ones = torch.ones(()).expand(bu.shape)  # the stride-0 gradient of xs.sum() must not be written
+    src = bu.clone().requires_grad_()
+    xs, _ = conv_ssm_scan_planar(lam, src * 1.0, x0, impl="torch", inplace=True)
+    (dbu,) = torch.autograd.grad(xs, src, ones)
+    assert torch.equal(ones, torch.ones(bu.shape))
+    _, (_, dbu_ref, _), _ = _inplace_run((lam, bu, x0), False, False, torch.ones(bu.shape), torch.zeros_like(bu[:, 0]))
+    assert torch.equal(dbu, dbu_ref)

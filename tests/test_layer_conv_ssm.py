@@ -139,6 +139,42 @@ def test_gradients_reach_every_core_parameter():
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
+def _scan_spy(real_scan, allow_inplace: bool, shared: list[bool]):
+    """The layer's scan, in place only if ``allow_inplace``; records whether xs shares the B-conv output's storage."""
+
+    def scan(lam_bar, bu, x, *, impl, inplace):
+        xs, x_last = real_scan(lam_bar, bu, x, impl=impl, inplace=inplace and allow_inplace)
+        shared.append(xs.data_ptr() == bu.data_ptr())
+        return xs, x_last
+
+    return scan
+
+
+@pytest.mark.parametrize("with_x0", [False, True])
+def test_inplace_scan_leaves_outputs_and_gradients_unchanged(monkeypatch, with_x0):
+    """The layer scans in place (xs in the B-conv output's storage); forcing the out-of-place scan gives bitwise the
+    same outputs and parameter/input gradients."""
+    import stpred.layers.conv_ssm as conv_ssm_module
+
+    real_scan = conv_ssm_module.conv_ssm_scan_planar
+    layer = _small()
+    u = torch.randn(2, 5, 8, 5, 3)
+    x0 = torch.randn(2, 2, 3, 5, 3) if with_x0 else None
+    results = []
+    for inplace in (True, False):
+        shared: list[bool] = []
+        scan = _scan_spy(real_scan, inplace, shared)
+        monkeypatch.setattr(conv_ssm_module, "conv_ssm_scan_planar", scan)
+        layer.zero_grad(set_to_none=True)
+        u_leaf = u.clone().requires_grad_()
+        y, x_last = layer(u_leaf, x0)
+        (y.square().sum() + x_last.square().sum()).backward()
+        assert shared == [inplace]
+        results.append([y.detach(), x_last.detach(), u_leaf.grad] + [p.grad for p in layer.parameters()])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.triton
 def test_torch_and_triton_impls_agree():
     torch_layer = _small(impl="torch")

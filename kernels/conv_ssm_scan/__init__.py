@@ -66,13 +66,18 @@ def _mul_gate_into(
     out[:, 1].addcmul_(ai, prev[:, 0], value=-sign)
 
 
-def _scan_fwd_torch(ar: torch.Tensor, ai: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
-    xs = torch.empty(bu.shape, dtype=ar.dtype, device=bu.device)
+def _scan_fwd_torch(
+    ar: torch.Tensor, ai: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Forward scan into ``out`` (a new tensor if ``None``; ``out`` may be ``bu`` itself: every op reads and writes
+    the same time slice elementwise, and slice t is read before it is overwritten)."""
+    xs = torch.empty(bu.shape, dtype=ar.dtype, device=bu.device) if out is None else out
     prev = x0
     for t in range(bu.shape[1]):
         out = xs[:, t]
         if prev is None:
-            out.copy_(bu[:, t])
+            if out.data_ptr() != bu[:, t].data_ptr():
+                out.copy_(bu[:, t])
         else:
             _mul_gate_into(out, bu[:, t], ar, ai, prev, conj=False)
         prev = out
@@ -86,10 +91,15 @@ def _scan_bwd_torch(
     g_last: torch.Tensor | None,
     xs: torch.Tensor,
     x0: torch.Tensor | None,
+    into_g: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Reverse scan with conj(a); the dΛ̄ products are accumulated per step while the planes are in cache."""
+    """Reverse scan with conj(a); the dΛ̄ products are accumulated per step while the planes are in cache.
+
+    With ``into_g`` dBu overwrites ``g`` (same elementwise argument as the forward: step t reads ``g[:, t]`` and
+    the already final ``dbu[:, t + 1]`` and writes ``g[:, t]``).
+    """
     b, length, _, p, h, w = g.shape
-    dbu = torch.empty(g.shape, dtype=ar.dtype, device=g.device)
+    dbu = g if into_g else torch.empty(g.shape, dtype=ar.dtype, device=g.device)
     acc_re = torch.zeros((b, 2, p, h, w), dtype=ar.dtype, device=g.device)  # g_r x_r and g_i x_i
     acc_im = torch.zeros((b, p, h, w), dtype=ar.dtype, device=g.device)  # g_i x_r - g_r x_i
     for t in reversed(range(length)):
@@ -98,7 +108,7 @@ def _scan_bwd_torch(
             _mul_gate_into(out, g[:, t], ar, ai, dbu[:, t + 1], conj=True)
         elif g_last is not None:
             torch.add(g[:, t], g_last, out=out)
-        else:
+        elif not into_g:
             out.copy_(g[:, t])
         x_prev = xs[:, t - 1] if t > 0 else x0
         if x_prev is not None:
@@ -115,35 +125,81 @@ def _scan_bwd_torch(
 
 class _ConvSSMScanTorch(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None):
+    def forward(
+        ctx, lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None, shape: torch.Size, inplace: bool
+    ):
+        # ``bu`` may be the flat base of the [B, L, 2, P, H, W] view (see _inplace_target); ``shape`` restores it.
         dtype = _state_dtype(bu.dtype)
         ar, ai = _gate(lam_bar, dtype)
-        xs = _scan_fwd_torch(ar, ai, bu.to(dtype), None if x0 is None else x0.to(dtype))
+        bu6 = bu.view(shape)
+        inplace = inplace and bu.dtype == dtype
+        xs = _scan_fwd_torch(ar, ai, bu6.to(dtype), None if x0 is None else x0.to(dtype), out=bu6 if inplace else None)
         x_last = xs[:, -1].clone()
-        xs_out = xs.to(bu.dtype)
-        # xs is saved in the state dtype; for float32 inputs it is the returned tensor itself (no copy).
-        ctx.save_for_backward(lam_bar, xs, x0)
+        # xs is saved in the state dtype; for float32 inputs it is the returned tensor itself (no copy), and in
+        # place it is the dirty input, saved as such (not as the view made here) so its version is tracked.
+        ctx.save_for_backward(lam_bar, bu if inplace else xs, x0)
         ctx.bu_dtype = bu.dtype
+        ctx.bu_shape, ctx.shape = bu.shape, shape
+        ctx.reuse_grad = inplace
         ctx.set_materialize_grads(False)
-        return xs_out, x_last
+        if inplace:
+            ctx.mark_dirty(bu)
+            return bu, x_last
+        return xs.to(bu.dtype), x_last
 
     @staticmethod
     def backward(ctx, g_xs: torch.Tensor | None, g_last: torch.Tensor | None):
         lam_bar, xs, x0 = ctx.saved_tensors
+        xs = xs.view(ctx.shape)
         dtype = xs.dtype
         ar, ai = _gate(lam_bar, dtype)
-        g = torch.zeros_like(xs) if g_xs is None else g_xs.to(dtype)
+        into_g = ctx.reuse_grad and _owned_grad(g_xs, dtype)
+        g = torch.zeros_like(xs) if g_xs is None else g_xs.to(dtype).view(xs.shape)
         g_last = None if g_last is None else g_last.to(dtype)
-        dbu, da, dx0 = _scan_bwd_torch(ar, ai, g, g_last, xs, None if x0 is None else x0.to(dtype))
-        return da.to(lam_bar.dtype), dbu.to(ctx.bu_dtype), None if dx0 is None else dx0.to(x0.dtype)
+        dbu, da, dx0 = _scan_bwd_torch(ar, ai, g, g_last, xs, None if x0 is None else x0.to(dtype), into_g=into_g)
+        dbu = dbu.to(ctx.bu_dtype).view(ctx.bu_shape)
+        return da.to(lam_bar.dtype), dbu, None if dx0 is None else dx0.to(x0.dtype), None, None
+
+
+def _owned_grad(g: torch.Tensor | None, dtype: torch.dtype) -> bool:
+    """Whether dBu may be written into the incoming gradient of xs (the caller of ``inplace=True`` vouches that no
+    one else reads it; this rules out what the contract cannot: broadcast or strided grads, a dtype change, and
+    double backward, which would record the in-place writes)."""
+    return g is not None and g.dtype == dtype and g.is_contiguous() and not torch.is_grad_enabled()
+
+
+def _inplace_target(bu: torch.Tensor) -> torch.Tensor | None:
+    """The tensor to overwrite for an in-place scan of ``bu``, or ``None`` when the scan must allocate.
+
+    A view marked dirty in an autograd.Function is rebased onto its base through CopySlices, whose backward copies
+    the whole gradient twice; so when ``bu`` is a contiguous view of its entire base (ConvSSM's reshaped B-conv
+    output) the base itself is overwritten, and the returned xs is a fresh view of it.
+    """
+    if bu.dtype != _state_dtype(bu.dtype) or not bu.is_contiguous():
+        return None
+    target = bu if bu._base is None else bu._base
+    if target is not bu and not (target.is_contiguous() and target.numel() == bu.numel()):
+        return None
+    # Autograd forbids overwriting a leaf that requires grad; such a bu is the caller's, so it is kept.
+    return None if target.is_leaf and target.requires_grad else target
+
+
+def _scan_torch(
+    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None, inplace: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    target = _inplace_target(bu) if inplace else None
+    if target is None:
+        return _ConvSSMScanTorch.apply(lam_bar, bu, x0, bu.shape, False)
+    xs, x_last = _ConvSSMScanTorch.apply(lam_bar, target, x0, bu.shape, True)
+    return xs.view(bu.shape), x_last
 
 
 def conv_ssm_scan_planar_torch(
-    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None = None
+    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None = None, *, inplace: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The fast PyTorch path of :func:`conv_ssm_scan_planar` (same arguments, no dispatch)."""
     _check_planar(lam_bar, bu, x0)
-    return _ConvSSMScanTorch.apply(lam_bar, bu, x0)
+    return _scan_torch(lam_bar, bu, x0, inplace)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,7 +208,12 @@ def conv_ssm_scan_planar_torch(
 
 
 def conv_ssm_scan_planar(
-    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None = None, *, impl: str = "auto"
+    lam_bar: torch.Tensor,
+    bu: torch.Tensor,
+    x0: torch.Tensor | None = None,
+    *,
+    impl: str = "auto",
+    inplace: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scan ``x_t = Λ̄_p·x_{t-1} + Bu_t`` on the planar real layout.
 
@@ -162,6 +223,13 @@ def conv_ssm_scan_planar(
             state and accumulation stay float32; float64 runs on the PyTorch path in float64).
         x0: real ``[B, 2, P, H, W]`` initial state ``x_{-1}``, or ``None`` for zeros.
         impl: ``"auto" | "triton" | "torch"``.
+        inplace: consume ``bu`` and the incoming gradient of ``xs`` (PyTorch path only; ignored by Triton). The
+            states are written into ``bu``'s storage (xs shares it; ``bu`` must not be read afterwards), and the
+            backward writes dBu into the gradient of ``xs`` when it is a contiguous tensor of the state dtype.
+            Only for a temporary ``bu`` and an ``xs`` whose single consumer allocates its gradient (ConvSSM: the
+            B-conv output in, the C conv out); never pass your own ``grad_outputs`` for such an ``xs``. Results
+            are bitwise those of ``inplace=False``; a bf16/fp16 or non-contiguous ``bu``, or a leaf that requires
+            grad, is scanned out of place.
 
     Returns:
         ``(xs, x_last)``: ``xs [B, L, 2, P, H, W]`` in ``bu``'s dtype and ``x_last [B, 2, P, H, W]`` in the
@@ -190,7 +258,7 @@ def conv_ssm_scan_planar(
         from stpred.kernels.conv_ssm_scan.triton import conv_ssm_scan_planar_triton
 
         return conv_ssm_scan_planar_triton(lam_bar, bu, x0)
-    return _ConvSSMScanTorch.apply(lam_bar, bu, x0)
+    return _scan_torch(lam_bar, bu, x0, inplace)
 
 
 def _to_planar(z: torch.Tensor, dim: int) -> torch.Tensor:

@@ -63,7 +63,7 @@ def _timed_pair(
 
 
 def _impls(device: torch.device) -> list[str]:
-    impls = ["reference", "torch"]
+    impls = ["reference", "torch", "torch-inplace"]
     if device.type == "cuda":
         impls.append("triton")
     return impls
@@ -79,7 +79,37 @@ def _case(impl: str, lam_bar: torch.Tensor, bu: torch.Tensor):
     def scan(lam: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return conv_ssm_scan_planar(lam, x, impl=impl)
 
+    if impl == "torch-inplace":
+        return _inplace_case(lam_bar, bu)
+
     return scan, (lam_bar.clone().requires_grad_(), bu.clone().requires_grad_())
+
+
+def _inplace_case(lam_bar: torch.Tensor, bu: torch.Tensor):
+    """The in-place scan consumes Bu and the incoming gradient, so each call first copies them into persistent,
+    already touched buffers (as ConvSSM's B conv and C conv backward would have written them): the row's times
+    include these two copies, one per direction."""
+    bu_work, grad_work = torch.empty_like(bu).zero_(), torch.empty_like(bu).zero_()
+
+    def scan(lam: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # copy_ under grad mode gives the buffer a grad_fn, so it is a non-leaf that may be overwritten.
+        xs, x_last = conv_ssm_scan_planar(lam, bu_work.detach().copy_(x), impl="torch", inplace=True)
+        return _RefillGrad.apply(xs, grad_work), x_last
+
+    return scan, (lam_bar.clone().requires_grad_(), bu.clone().requires_grad_())
+
+
+class _RefillGrad(torch.autograd.Function):
+    """Identity whose backward hands on a copy of the gradient in ``buf`` (which the in-place scan then consumes)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+        ctx.buf = buf
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        return ctx.buf.copy_(g), None
 
 
 def run(device: str | torch.device = "cpu", quick: bool = False) -> list[dict]:
@@ -132,11 +162,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     print(
-        f"{'shape (B, L, P, H, W)':<26}{'impl':<11}{'fwd ms':>10}{'fwd+bwd ms':>12}{'GB/s':>8}{'% copy':>8}{'x ref':>8}"
+        f"{'shape (B, L, P, H, W)':<26}{'impl':<15}{'fwd ms':>10}{'fwd+bwd ms':>12}{'GB/s':>8}{'% copy':>8}{'x ref':>8}"
     )
     for row in run(args.device, args.quick):
         print(
-            f"{row['shape']!s:<26}{row['impl']:<11}{row['fwd_ms']:>10.1f}{row['fwd_bwd_ms']:>12.1f}"
+            f"{row['shape']!s:<26}{row['impl']:<15}{row['fwd_ms']:>10.1f}{row['fwd_bwd_ms']:>12.1f}"
             f"{row['gbps']:>8.1f}{row['pct_copy_bw']:>8.1f}{row['speedup']:>8.2f}"
         )
 

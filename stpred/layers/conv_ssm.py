@@ -244,7 +244,9 @@ class ConvSSM(nn.Module):
         lam_bar, w_b, w_c = self._discretized()
         frames = u.reshape(b * length, self.d_model, h, w)
         bu = F.conv2d(frames, w_b, padding=self.kernel_b // 2).view(b, length, 2, self.state_size, h, w)
-        xs, x_last = conv_ssm_scan_planar(lam_bar, bu, x0, impl=self.impl)
+        # bu is this call's own temporary and xs feeds only the C conv (whose backward allocates xs's gradient),
+        # so the scan may overwrite both instead of allocating two more state-sized buffers.
+        xs, x_last = conv_ssm_scan_planar(lam_bar, bu, x0, impl=self.impl, inplace=True)
         y = F.conv2d(xs.reshape(b * length, 2 * self.state_size, h, w), w_c, padding=self.kernel_c // 2)
         return self._feedthrough(y, frames).view(b, length, self.d_model, h, w), x_last
 
