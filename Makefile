@@ -3,6 +3,9 @@
 PY ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# Extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" on a CPU-only
+# machine whose package index would otherwise give the CUDA build.
+PIP_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stpred-installed
 PYTEST_ARGS ?=
@@ -11,7 +14,7 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)" -e ".[dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(PIP_ARGS) "$(TORCH)" -e ".[dev]"
 	touch $(STAMP)
 
 quickstart: $(STAMP)
