@@ -132,8 +132,8 @@ def test_fit_with_a_real_trainer_logs_classification_metrics(tmp_path: Path) -> 
         assert key in logged, key
     assert 0.0 <= float(logged["val/acc1"]) <= float(logged["val/acc5"]) <= 1.0
     assert float(logged["val/acc1_best"]) >= float(logged["val/acc1"])
-    trainer.test(task, datamodule=TinyClips(eval_views=3), verbose=False)
-    assert set(task.test_results) == {"acc1", "acc5", "loss"} and task.test_per_lead == {}
+    (tested,) = trainer.test(task, datamodule=TinyClips(eval_views=3), verbose=False)
+    assert set(tested) == {"test/acc1", "test/acc5", "test/loss"}
 
 
 # --- multi-view averaging and top-k ---
@@ -185,8 +185,8 @@ def test_validate_and_test_accuracy_match_a_hand_computation(tmp_path: Path, vie
     assert val["val/acc1"] == pytest.approx(acc1, abs=1e-6)
     assert val["val/acc5"] == pytest.approx(acc5, abs=1e-6)
     assert val["val/loss"] == pytest.approx(nll, rel=1e-5)
-    trainer.test(task, dataloaders=loader, verbose=False)
-    assert task.test_results == pytest.approx({"acc1": acc1, "acc5": acc5, "loss": nll}, rel=1e-5)
+    (tested,) = trainer.test(task, dataloaders=loader, verbose=False)
+    assert tested == pytest.approx({"test/acc1": acc1, "test/acc5": acc5, "test/loss": nll}, rel=1e-5)
 
 
 def test_top5_is_capped_by_the_number_of_classes() -> None:

@@ -84,8 +84,6 @@ class ClassifyTask(L.LightningModule):
         self.val_acc1, self.val_acc5, self.val_loss = self._accuracy(1), self._accuracy(self.top_k), MeanMetric()
         self.test_acc1, self.test_acc5, self.test_loss = self._accuracy(1), self._accuracy(self.top_k), MeanMetric()
         self.val_acc1_best = MaxMetric()
-        self.test_per_lead: dict[str, list[float]] = {}
-        self.test_results: dict[str, float] = {}
 
     def _accuracy(self, k: int) -> MulticlassAccuracy:
         return MulticlassAccuracy(num_classes=self.num_classes, top_k=k, average="micro")
@@ -145,17 +143,17 @@ class ClassifyTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._compute("val")
-        self.log("val/loss", values["loss"], prog_bar=True)
-        self.log("val/acc1", values["acc1"], prog_bar=True)
-        self.log("val/acc5", values["acc5"])
+        # The metric objects already reduced across processes; sync_dist averages identical values.
+        self.log("val/loss", values["loss"], prog_bar=True, sync_dist=True)
+        self.log("val/acc1", values["acc1"], prog_bar=True, sync_dist=True)
+        self.log("val/acc5", values["acc5"], sync_dist=True)
         if not self.trainer.sanity_checking:
             self.val_acc1_best.update(values["acc1"])
-            self.log("val/acc1_best", self.val_acc1_best.compute())
+            self.log("val/acc1_best", self.val_acc1_best.compute(), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         values = self._compute("test")
-        self.test_results = {k: float(v) for k, v in values.items()}
-        self.log_dict({f"test/{k}": v for k, v in values.items()})
+        self.log_dict({f"test/{k}": v for k, v in values.items()}, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         trainer = self.trainer

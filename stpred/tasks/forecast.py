@@ -73,7 +73,6 @@ class ForecastTask(L.LightningModule):
         self.test_metrics = self._make_metrics(data)
         self.val_mse_best = MinMetric()
         self.test_per_lead: dict[str, list[float]] = {}
-        self.test_results: dict[str, float] = {}
 
     def _make_metrics(self, data: dict[str, Any]) -> ForecastMetrics:
         lat = data.get("latitude")
@@ -152,7 +151,6 @@ class ForecastTask(L.LightningModule):
         values = self._with_alt_units(self.test_metrics.compute())
         self.test_per_lead = {k: v.double().tolist() for k, v in self.test_metrics.per_lead().items()}
         self.test_metrics.reset()
-        self.test_results = {k: float(v) for k, v in values.items()}
         self.log_dict({f"test/{k}": v.float() for k, v in values.items()}, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
