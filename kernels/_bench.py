@@ -16,14 +16,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(fn: Callable[[], object], device: torch.device | str, *, warmup: int = 3, iters: int = 10) -> float:
-    """Median wall time of ``fn()`` in milliseconds (CUDA events on GPU, ``perf_counter`` on CPU)."""
+def median_ms(
+    fn: Callable[[], object],
+    device: torch.device | str,
+    *,
+    warmup: int = 3,
+    iters: int = 10,
+    setup: Callable[[], object] | None = None,
+) -> float:
+    """Median wall time of ``fn()`` in milliseconds (CUDA events on GPU, ``perf_counter`` on CPU).
+
+    ``setup()``, when given, runs before every call of ``fn`` and is not timed (e.g. refilling a buffer that
+    ``fn`` consumes).
+    """
     device = torch.device(device)
     for _ in range(warmup):
+        if setup is not None:
+            setup()
         fn()
     _sync(device)
     times = []
     for _ in range(iters):
+        if setup is not None:
+            setup()
+            _sync(device)
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()

@@ -270,6 +270,29 @@ def test_benchmark_rows_on_tiny_shapes(monkeypatch):
     assert rows[1]["speedup"] == pytest.approx(rows[0]["fwd_bwd_ms"] / rows[1]["fwd_bwd_ms"])
 
 
+def test_benchmark_cases_compute_the_scan_and_its_gradients():
+    """Every timed case (the in-place one adopts pre-filled buffers instead of copying) returns the reference's xs
+    and gradients, call after call."""
+    from stpred.kernels.conv_ssm_scan import benchmark
+
+    lam_bar, bu = benchmark._inputs((2, 7, 3, 5, 3), "cpu")
+    grad = torch.randn_like(bu)
+    expected_xs, _ = conv_ssm_scan_planar_reference(lam_bar, bu)
+    lam_ref, bu_ref = lam_bar.clone().requires_grad_(), bu.clone().requires_grad_()
+    expected = torch.autograd.grad(conv_ssm_scan_planar_reference(lam_ref, bu_ref)[0], (lam_ref, bu_ref), grad)
+    for impl in ("torch", "torch-inplace"):
+        scan, inputs, setup = benchmark._case(impl, lam_bar, bu)
+        for _ in range(2):
+            if setup is not None:
+                setup(grad)
+            xs, _ = scan(*inputs)
+            got_xs = xs.detach().clone()
+            grads = torch.autograd.grad(xs, inputs, grad)
+            _assert_close(got_xs, expected_xs, 1e-6, f"{impl} xs")
+            for name, got, want in zip(("dlam_bar", "dbu"), grads, expected):
+                _assert_close(got, want, 1e-5, f"{impl} {name}")
+
+
 # ------------------------------------------------------------------------------------------------ in-place scan
 
 

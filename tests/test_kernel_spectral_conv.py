@@ -227,6 +227,11 @@ MEASURED = [
     ((8, 32, (64, 64), (12, 12), 64), (1.10, 1.92)),
     ((2, 8, (96, 63), (12, 12), 63), (1.80, 1.98)),
     ((1, 1, (256, 256), (128, 129), 256), (0.12, 0.19)),
+    # Two threads, median of 5 (2026-11-21): the FNO benchmark's modes-16 shapes, just above the margin.
+    ((32, 32, (64, 64), (16, 16), 64), (1.11, 2.45)),
+    ((32, 64, (64, 64), (16, 16), 64), (1.89, 2.51)),
+    ((32, 16, (64, 64), (16, 16), 64), (1.13, 1.74)),
+    ((16, 16, (128, 128), (24, 24), 128), (1.05, 1.78)),
 ]
 
 
@@ -366,3 +371,30 @@ def test_triton_public_dispatch(poisoned):
     x, w = make((1, 2, 8, 6), 3, (2, 2))
     y = spectral_conv2d(x, w, impl="triton")
     assert_close(y, np_forward(x, w, 6, "backward"), 2e-5, "impl=triton")
+
+
+def test_benchmark_rows_name_the_dispatched_path(monkeypatch):
+    from stpred.kernels.spectral_conv import benchmark
+
+    assert [c["B"] for c in benchmark.cases()] == [32, 32, 32, 32, 4]
+    assert benchmark.cases()[-1] == {
+        "op": "spectral_conv3d",
+        "B": 4,
+        "C": 20,
+        "grid": (64, 64, 20),
+        "modes": (12, 12, 5),
+    }
+    tiny = [
+        {"op": "spectral_conv2d", "B": 2, "C": 3, "grid": (9, 8), "modes": (3, 4)},
+        {"op": "spectral_conv3d", "B": 1, "C": 2, "grid": (8, 7, 6), "modes": (2, 3, 2)},
+    ]
+    monkeypatch.setattr(benchmark, "cases", lambda quick=False: tiny)
+    rows = benchmark.run("cpu", quick=True)
+    assert len(rows) == 6
+    for case, group in zip(tiny, (rows[:3], rows[3:])):
+        x = torch.empty(case["B"], case["C"], *case["grid"])
+        w = torch.empty(case["C"], case["C"], *[2 * m for m in case["modes"][:-1]], case["modes"][-1], 2)
+        assert [r["impl"] for r in group] == ["rfft", "matmul", f"auto ({select_impl('auto', x, w)})"]
+        assert all(r["op"] == case["op"] and r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 for r in group)
+        assert group[0]["speedup"] == 1.0
+        assert group[1]["speedup"] == pytest.approx(group[0]["fwd_bwd_ms"] / group[1]["fwd_bwd_ms"], rel=0.02)

@@ -1,4 +1,5 @@
-"""Spectral-convolution benchmark: rfft reference vs truncated-DFT matmul (vs Triton on CUDA).
+"""Spectral-convolution benchmark: rfft reference vs truncated-DFT matmul (vs Triton on CUDA), and the path the
+dispatcher picks (``auto``).
 
 Shapes (FNO-2D and SFNO as trained in models.md §6-7):
 - FNO-2D: B=32, width 32 and 64, 64x64 grid, modes 12 and 16 (per side on the first axis, half axis on the last).
@@ -18,6 +19,7 @@ import torch
 
 from stpred.kernels._bench import median_ms
 from stpred.kernels._dispatch import has_triton
+from stpred.kernels.spectral_conv import select_impl, spectral_conv2d, spectral_conv3d
 from stpred.kernels.spectral_conv.matmul import spectral_conv2d_matmul, spectral_conv3d_matmul
 from stpred.kernels.spectral_conv.reference import spectral_conv2d_reference, spectral_conv3d_reference
 
@@ -36,8 +38,11 @@ def cases(quick: bool = False) -> list[dict]:
     return out
 
 
-def _impls(op: str, device: torch.device) -> dict[str, Callable[..., torch.Tensor]]:
+def _impls(op: str, x: torch.Tensor, w: torch.Tensor, device: torch.device) -> dict[str, Callable[..., torch.Tensor]]:
+    """The implementations to time, by row name; ``auto (<path>)`` is what the layers run (the dispatcher's
+    choice for this shape and device)."""
     two_d = op == "spectral_conv2d"
+    public = spectral_conv2d if two_d else spectral_conv3d
     impls = {
         "rfft": spectral_conv2d_reference if two_d else spectral_conv3d_reference,
         "matmul": spectral_conv2d_matmul if two_d else spectral_conv3d_matmul,
@@ -46,6 +51,7 @@ def _impls(op: str, device: torch.device) -> dict[str, Callable[..., torch.Tenso
         from stpred.kernels.spectral_conv.triton import spectral_conv2d_triton, spectral_conv3d_triton
 
         impls["triton"] = spectral_conv2d_triton if two_d else spectral_conv3d_triton
+    impls[f"auto ({select_impl('auto', x, w)})"] = lambda x_, w_: public(x_, w_, impl="auto")
     return impls
 
 
@@ -86,7 +92,7 @@ def run(device: str | torch.device = "cpu", quick: bool = False) -> list[dict]:
         mix_flops = 8 * b * c * c * k
         shape = f"B={b},C={c},grid={'x'.join(map(str, grid))},modes={'/'.join(map(str, modes))}"
         base = None
-        for name, fn in _impls(case["op"], device).items():
+        for name, fn in _impls(case["op"], x, w, device).items():
             fwd, fwd_bwd = _time(fn, x, w, device, iters)
             base = fwd_bwd if base is None else base
             rows.append(
