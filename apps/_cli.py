@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -9,7 +10,7 @@ from collections.abc import Callable
 
 from stpred.errors import UserError
 
-__all__ = ["run_cli", "guard", "one_line", "user_error_in_chain"]
+__all__ = ["run_cli", "guard", "one_line", "user_error_in_chain", "ArgumentParser"]
 
 _HYDRA_TAIL = re.compile(r"(Config search path|Set the environment variable HYDRA_FULL_ERROR).*", re.S)
 
@@ -44,6 +45,14 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         OmegaConfBaseException,
         MisconfigurationException,
     )
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error form: one line (``prog: error: ...; see prog --help``) and exit code 2,
+    instead of the usage block followed by the error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        _fail(self.prog, f"{message}; see {self.prog} --help")
 
 
 def _fail(prog: str, message: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from stpred.apps._cli import run_cli
+from stpred.apps._cli import ArgumentParser, run_cli
 from stpred.errors import UserError
 
 __all__ = ["main", "kernel_rows", "model_rows", "to_markdown"]
@@ -156,7 +156,7 @@ def device_name(device: str) -> str:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="stpred-bench", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="stpred-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     k = sub.add_parser("kernels", help="the conv-SSM scan and the spectral convolution")
     k.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
