@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from stpred.errors import UserError
 
-__all__ = ["run_cli", "guard", "one_line", "user_error_in_chain", "ArgumentParser"]
+__all__ = ["run_cli", "guard", "one_line", "user_error_in_chain", "ArgumentParser", "resolve_device"]
 
 _HYDRA_TAIL = re.compile(r"(Config search path|Set the environment variable HYDRA_FULL_ERROR).*", re.S)
 
@@ -53,6 +53,17 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         _fail(self.prog, f"{message}; see {self.prog} --help")
+
+
+def resolve_device(name: str) -> str:
+    """``--device`` as ``"cpu"``, ``"cuda"`` or ``"cuda:N"``: ``"auto"`` picks cuda when a device is visible."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but no CUDA device is visible; use --device cpu or auto")
+    return name
 
 
 def _fail(prog: str, message: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from stpred.apps._cli import ArgumentParser, run_cli
+from stpred.apps._cli import ArgumentParser, resolve_device, run_cli
 from stpred.errors import UserError
 
 __all__ = ["main", "kernel_rows", "model_rows", "to_markdown"]
@@ -180,11 +180,7 @@ def _run(argv: list[str] | None = None) -> None:
     import torch
 
     args = _parse(argv)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA device is visible; use --device cpu")
+    device = resolve_device(args.device)
     if args.what == "kernels":
         rows, columns = kernel_rows(device, args.quick), COLUMNS
         title = f"Kernels on {device_name(device)} (torch {torch.__version__}{', quick' if args.quick else ''})"

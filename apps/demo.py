@@ -25,14 +25,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stpred.apps._cli import ArgumentParser, run_cli
+from stpred.apps._cli import ArgumentParser, resolve_device, run_cli
 from stpred.errors import UserError
 
 if TYPE_CHECKING:
     from stpred.apps._video_demo import ForecastResult
     from stpred.datamodules.video_io import VideoInfo
 
-__all__ = ["main", "collect_clips", "parse_views", "probe_clips", "resolve_device"]
+__all__ = ["main", "collect_clips", "parse_views", "probe_clips"]
 
 PROG = "stpred-demo"
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif")
@@ -80,17 +80,6 @@ def parse_views(text: str | None, metadata: dict) -> tuple[int, int]:
     if clips < 1 or crops not in (1, 3):
         raise UserError(f"--views {text}: clips must be >= 1 and crops 1 (centre) or 3 (three along the long side)")
     return clips, crops
-
-
-def resolve_device(name: str) -> str:
-    """``"cpu"`` or ``"cuda"``; ``"auto"`` picks cuda when a device is visible."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA device is visible; use --device cpu")
-    return name
 
 
 def collect_clips(paths: list[str]) -> list[Path]:

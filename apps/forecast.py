@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stpred.apps._cli import ArgumentParser, run_cli
+from stpred.apps._cli import ArgumentParser, resolve_device, run_cli
 from stpred.errors import UserError
 
 if TYPE_CHECKING:
@@ -194,16 +194,6 @@ def global_attrs(predictor: Predictor, ckpt: Path, input_path: Path) -> dict[str
     }
 
 
-def pick_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA device is visible; use --device cpu or auto")
-    return requested
-
-
 def load_forecaster(ckpt: Path, device: str) -> Predictor:
     """The checkpoint's :class:`~stpred.checkpoint.Predictor`; a classifier is refused."""
     from stpred.checkpoint import load_predictor
@@ -267,7 +257,7 @@ def run_forecast(
         raise UserError(f"cannot write {out}: folder {out.parent} does not exist; create it or pick another --out")
     if out.exists() and out.resolve() == input_path.resolve():
         raise UserError(f"--out {out} is the input itself; pick another output file")
-    predictor = load_forecaster(ckpt, pick_device(device))
+    predictor = load_forecaster(ckpt, resolve_device(device))
     kind = checkpoint_kind(predictor.metadata)
     result = FORECASTERS[kind](predictor, input_path, init_time, global_attrs(predictor, ckpt, input_path))
     write_netcdf(result.dataset, out)
