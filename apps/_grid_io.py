@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from stpred.atomic import atomic_output
 from stpred.datamodules.taxibj import format_stamp, load_flow_series, parse_stamps
 from stpred.datamodules.weather_io import ChannelSpec, VariableSpec, WeatherSource
 from stpred.errors import UserError
@@ -492,15 +492,9 @@ def write_atomic(out: Path, write: Callable[[Path], None]) -> None:
     folder = out.parent
     if not folder.is_dir():
         raise UserError(f"cannot write {out}: folder {folder} does not exist; create it or pick another --out")
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_output(out) as tmp:
         write(tmp)
         os.chmod(tmp, _file_mode(out))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def netcdf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:

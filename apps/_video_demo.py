@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from stpred.atomic import atomic_output
 from stpred.checkpoint import Predictor
 from stpred.datamodules.kinetics import KineticsClips, VideoEntry, crop_offsets, resize_short_side
 from stpred.datamodules.video_io import VideoInfo, clip_indices, open_video, write_video
@@ -434,15 +434,9 @@ def write_forecast(out_dir: Path, path: Path, result: ForecastResult, record: di
 
 # -- atomic writes ---------------------------------------------------------------------------------------------
 def _replace_atomically(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 

@@ -30,7 +30,6 @@ Examples:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -38,6 +37,7 @@ from typing import Literal, NamedTuple
 import cv2
 import numpy as np
 
+from stpred.atomic import atomic_output
 from stpred.errors import UserError
 
 try:
@@ -308,18 +308,11 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0, 
     if not fps > 0:
         raise UserError(f"write_video needs fps > 0, got {fps}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary file keeps the suffix because OpenCV picks the container from it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(path) as tmp:
         if path.suffix.lower() == ".gif":
             _write_gif(tmp, frames, fps)
         else:
             _write_opencv(tmp, frames, fps, fourcc)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
