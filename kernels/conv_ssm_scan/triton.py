@@ -199,10 +199,18 @@ def _blocks(b: int, p: int, n: int, device: torch.device) -> tuple[int, int, int
     streams (512 programs) instead of 2048 (128 programs for 132 SMs)."""
     block_n = min(triton.next_power_of_2(n), 512)
     block_p = max(1, min(triton.next_power_of_2(p), 2048 // block_n))
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    sms = _sm_count(device)
     while block_p > 1 and block_p * block_n > 512 and b * triton.cdiv(p, block_p) * triton.cdiv(n, block_n) < 4 * sms:
         block_p //= 2
     return block_p, block_n, 4
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    from stpred.kernels._compile import stand_in_sm_count
+
+    return stand_in_sm_count() or 1
 
 
 def _streams_contiguous(x: torch.Tensor) -> torch.Tensor:
