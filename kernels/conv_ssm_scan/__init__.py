@@ -19,12 +19,16 @@ import torch
 from stpred.kernels._dispatch import resolve_impl
 
 __all__ = [
+    "IMPLS",
     "conv_ssm_scan",
     "conv_ssm_scan_planar",
     "conv_ssm_step",
     "conv_ssm_step_planar",
     "conv_ssm_scan_planar_torch",
 ]
+
+#: The ``impl`` values every scan entry point accepts (``"auto"`` dispatches, the others force one path).
+IMPLS = ("auto", "triton", "torch")
 
 
 def _state_dtype(dtype: torch.dtype) -> torch.dtype:
