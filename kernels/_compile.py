@@ -181,7 +181,7 @@ class _StandInDriver:
         self.gpu_target = GPUTarget("cuda", target.arch, 32)
         self.device = next(_device_ids)
         self.utils = _Utils(target)
-        self.launcher_cls = lambda src, metadata: (lambda *args, **kwargs: None)
+        self.launcher_cls = lambda src, metadata: lambda *args, **kwargs: None
 
     def get_current_device(self) -> int:
         return self.device
