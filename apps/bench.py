@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import platform
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from stpred.apps._cli import ArgumentParser, resolve_device, run_cli
-from stpred.errors import UserError
 
 __all__ = ["main", "kernel_rows", "model_rows", "to_markdown"]
 
@@ -39,31 +37,13 @@ def kernel_rows(device: str, quick: bool) -> list[dict[str, Any]]:
     return scan_bench.run(device=device, quick=quick) + spectral_bench.run(device=device, quick=quick)
 
 
-def _channels(variables: Any) -> int:
-    """WeatherBench channels: one per variable, or one per level of a variable given with levels."""
-    return sum(len(v.get("levels") or [0]) if isinstance(v, dict) else 2 if v == "uv10" else 1 for v in variables)
-
-
-#: The sample shape each data config produces, derived from the config alone (no files are read), so that
-#: presets can be benchmarked and checked without their data. Returns ``(in_shape, {"out_frames" | "num_classes"})``.
-PRESET_SHAPES: dict[str, Callable[[Any], tuple[tuple[int, ...], dict[str, int]]]] = {
-    "mmnist": lambda d: ((d.t_in, 1, d.image_size, d.image_size), {"out_frames": d.t_out}),
-    "mmnist_long": lambda d: ((d.t_in, 1, d.image_size, d.image_size), {"out_frames": d.t_out}),
-    "navier_stokes": lambda d: ((d.t_in, 1, d.resolution, d.resolution), {"out_frames": d.t_out}),
-    "taxibj": lambda d: ((d.t_in, 2, 32, 32), {"out_frames": d.t_out}),
-    "weatherbench": lambda d: ((d.t_in, _channels(d.variables), *(d.crop or (32, 64))), {"out_frames": d.t_out}),
-    "era5_uk": lambda d: ((d.t_in, _channels(d.variables), *(d.crop or (33, 49))), {"out_frames": d.t_out}),
-    "kinetics": lambda d: ((d.num_frames, 3, d.crop_size, d.crop_size), {"num_classes": 400}),
-    "kinetics_forecast": lambda d: ((d.t_in, 3, d.crop_size, d.crop_size), {"out_frames": d.t_out}),
-}
-
-
 def preset(experiment: str, overrides: tuple[str, ...] = ()) -> tuple[DictConfig, tuple[int, ...], dict[str, int]]:
     """The composed config of an experiment preset and its model's ``in_shape`` and target, without its data."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from stpred.apps.train import CONFIG_DIR
+    from stpred.datamodules.base import shapes_from_data_config
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -72,11 +52,9 @@ def preset(experiment: str, overrides: tuple[str, ...] = ()) -> tuple[DictConfig
             overrides=[f"experiment={experiment}", "paths.output_dir=.", *overrides],
             return_hydra_config=True,
         )
-    choice = cfg.hydra.runtime.choices["data"]
-    if choice not in PRESET_SHAPES:
-        raise UserError(f"no preset shape for data config '{choice}'; add it to PRESET_SHAPES in apps/bench.py")
-    in_shape, target = PRESET_SHAPES[choice](cfg.data)
-    return cfg, tuple(int(v) for v in in_shape), target
+    # The datamodule class the config names answers its shapes from the config (no data is read).
+    shapes = shapes_from_data_config(cfg.data)
+    return cfg, tuple(int(v) for v in shapes.in_shape), shapes.target()
 
 
 def _throughput_ms(model, x, y, steps: int, device: str) -> tuple[float, float]:

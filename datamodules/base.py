@@ -3,17 +3,31 @@
 A datamodule, once ``setup()`` ran, exposes ``in_shape = (T_in, C, H, W)``, ``out_frames``, ``task`` and
 ``metadata()``: plain values (normalisation statistics from the training split, channel names, units, grid,
 time step) that the task stores in the checkpoint. Batches are dicts ``{"x": [B, T_in, C, H, W],
-"y": [B, T_out, C, H, W]}`` of normalised float32 tensors.
+"y": [B, T_out, C, H, W]}`` of normalised float32 tensors (classification: ``{"x", "label"}``).
+
+Shapes come from the config alone: :meth:`ForecastDataModule.shapes_from_config` answers ``in_shape`` and the
+target (``out_frames`` or ``num_classes``) without reading data, and :func:`shapes_from_data_config` asks the class
+a config's ``_target_`` names. Benchmarks and config checks use it; a datamodule's batches and ``metadata()`` agree
+with it (tests/test_datamodule_contract.py).
+
+Time convention: where a dataset has wall-clock stamps, a sample's ``"time"`` is the int64 Unix time in seconds
+(UTC; naive stamps such as TaxiBJ's local ones are read as UTC) of the window's first input frame (batches:
+``[B]``).
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["ForecastDataModule", "METADATA_KEYS"]
+from stpred.errors import UserError
+
+__all__ = ["CLASSIFY_METADATA_KEYS", "DataShapes", "ForecastDataModule", "METADATA_KEYS", "shapes_from_data_config"]
 
 #: Keys every forecasting ``metadata()`` carries. ``mean``/``std`` are per channel, so that
 #: ``physical = normalised * std + mean``; ``data_range`` is the de-normalised value range for SSIM/PSNR
@@ -21,6 +35,44 @@ __all__ = ["ForecastDataModule", "METADATA_KEYS"]
 #: task reads: ``latitude`` (row latitudes, for latitude-weighted errors) and ``alt_units`` (``{name: scale}``: errors
 #: are also reported in other units, ``mse_<name> = mse * scale**2``, ``mae_<name> = mae * scale``).
 METADATA_KEYS = ("dataset", "task", "in_shape", "out_frames", "channels", "units", "mean", "std", "data_range", "pde")
+#: Further keys of a classification ``metadata()`` (``out_frames`` is then ``None``).
+CLASSIFY_METADATA_KEYS = ("num_classes", "class_names")
+
+
+@dataclass(frozen=True)
+class DataShapes:
+    """What a model needs to know about a dataset: the task, ``in_shape = (T_in, C, H, W)`` and the target.
+
+    Attributes:
+        task: ``"forecast"`` or ``"classify"``.
+        in_shape: ``(T_in, C, H, W)`` of one sample's ``x``.
+        out_frames: forecast only: ``T_out`` of ``y``.
+        num_classes: classify only.
+    """
+
+    task: str
+    in_shape: tuple[int, int, int, int]
+    out_frames: int | None = None
+    num_classes: int | None = None
+
+    def target(self) -> dict[str, int]:
+        """``{"out_frames": n}`` or ``{"num_classes": k}``: the model factory's keyword arguments."""
+        if self.task == "classify":
+            return {"num_classes": int(self.num_classes)}  # type: ignore[arg-type]
+        return {"out_frames": int(self.out_frames)}  # type: ignore[arg-type]
+
+
+def shapes_from_data_config(cfg: Mapping[str, Any]) -> DataShapes:
+    """The shapes of the datamodule a data config (with ``_target_``) builds, asked of its class, reading no data."""
+    from hydra.utils import get_class
+
+    target = cfg.get("_target_")
+    if not target:
+        raise UserError("the data config has no _target_ naming its datamodule class")
+    cls = get_class(str(target))
+    if not (isinstance(cls, type) and issubclass(cls, ForecastDataModule)):
+        raise UserError(f"data._target_={target} is not a stpred datamodule (a ForecastDataModule subclass)")
+    return cls.shapes_from_config(cfg)
 
 
 class ForecastDataModule(L.LightningDataModule):
@@ -62,6 +114,22 @@ class ForecastDataModule(L.LightningDataModule):
     def metadata(self) -> dict[str, Any]:
         """Plain-valued description saved in checkpoints; see :data:`METADATA_KEYS`."""
         raise NotImplementedError
+
+    @classmethod
+    def shapes_from_config(cls, cfg: Mapping[str, Any]) -> DataShapes:
+        """The task, ``in_shape`` and target this datamodule gives for the options ``cfg`` (a data config or a
+        mapping of constructor arguments), without reading data; at most a file header or a label map."""
+        raise NotImplementedError(f"{cls.__name__} does not answer shapes_from_config")
+
+    @classmethod
+    def config_value(cls, cfg: Mapping[str, Any], key: str) -> Any:
+        """``cfg[key]``, else the constructor's default for ``key``."""
+        if key in cfg:
+            return cfg[key]
+        param = inspect.signature(cls.__init__).parameters.get(key)
+        if param is None or param.default is inspect.Parameter.empty:
+            raise UserError(f"{cls.__name__}: the data config has no '{key}' and the class no default for it")
+        return param.default
 
     # -- loaders --------------------------------------------------------------------------------------------
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:

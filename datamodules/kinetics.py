@@ -76,7 +76,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stpred.datamodules.base import ForecastDataModule
+from stpred.datamodules.base import DataShapes, ForecastDataModule
 from stpred.datamodules.video_io import Backend, VideoReadError, open_video
 from stpred.errors import UserError, check
 
@@ -535,6 +535,8 @@ class KineticsDataModule(ForecastDataModule):
         layout: ``"auto"``, ``"cvdf"``, ``"list"`` or ``"folders"``.
         label_map: class-name file (one a line, label-id order), relative to ``root`` or absolute; ``None`` uses
             ``root/label_map_k400.txt`` when present, else the labels found, sorted.
+        num_classes: classify: the number of classes the data must have (``setup`` checks it), so that shapes are
+            known from the config alone; ``None`` takes whatever the label map or the labels give.
         ann_files: list layout: ``{split: file}`` of ``<path> <label_id>`` lines (relative to ``root``).
         video_dirs: list layout: ``{split: folder}`` the paths are relative to (default ``videos_<split>`` or root).
         num_frames: classify: frames per clip (T).
@@ -568,6 +570,7 @@ class KineticsDataModule(ForecastDataModule):
         task: Task = "classify",
         layout: str = "auto",
         label_map: str | None = None,
+        num_classes: int | None = None,
         ann_files: dict[str, str] | None = None,
         video_dirs: dict[str, str] | None = None,
         num_frames: int = 16,
@@ -621,6 +624,8 @@ class KineticsDataModule(ForecastDataModule):
         self.task = task
         self.layout = layout
         self.label_map = label_map
+        check(num_classes is None or int(num_classes) >= 2, f"data.num_classes must be >= 2 or null: {num_classes}")
+        self.expected_classes = None if num_classes is None else int(num_classes)
         self.ann_files = dict(ann_files) if ann_files else None
         self.video_dirs = dict(video_dirs) if video_dirs else None
         self.num_frames, self.t_in, self.t_out = int(num_frames), int(t_in), int(t_out)
@@ -639,6 +644,28 @@ class KineticsDataModule(ForecastDataModule):
         self.split_info: dict[str, Any] = {}
 
     # -- contract -------------------------------------------------------------------------------------------
+    @classmethod
+    def shapes_from_config(cls, cfg: Any) -> DataShapes:
+        """Classify: ``(num_frames, 3, h, w)`` and ``num_classes`` (the option, else the label map's lines);
+        forecast: ``(t_in, 3, h, w)`` -> ``t_out``."""
+        task = cls.config_value(cfg, "task")
+        crop = _pair(cls.config_value(cfg, "crop_size"), "crop_size")
+        if task == "forecast":
+            t_in, t_out = int(cls.config_value(cfg, "t_in")), int(cls.config_value(cfg, "t_out"))
+            return DataShapes("forecast", (t_in, 3, *crop), out_frames=t_out)
+        num_classes = cls.config_value(cfg, "num_classes")
+        if num_classes is None:
+            root, label_map = Path(cls.config_value(cfg, "root")), cls.config_value(cfg, "label_map")
+            path = root / LABEL_MAP_NAME if label_map is None else root / Path(label_map)  # an absolute map wins
+            if not path.is_file():
+                raise UserError(
+                    f"Kinetics: the number of classes is unknown before setup (no label map at {path}); "
+                    "set data.num_classes= or data.label_map="
+                )
+            num_classes = len(read_label_map(path))
+        t = int(cls.config_value(cfg, "num_frames"))
+        return DataShapes("classify", (t, 3, *crop), num_classes=int(num_classes))
+
     @property
     def clip_frames(self) -> int:
         """Frames decoded per clip: T (classify) or ``t_in + t_out`` (forecast)."""
@@ -838,6 +865,12 @@ class KineticsDataModule(ForecastDataModule):
         if "train" not in found:
             raise UserError(f"Kinetics: the {self.layout} layout under {self.root} has no train split")
         resolved = self._resolve_labels(found)
+        if self.task == "classify" and self.expected_classes not in (None, len(self.class_names)):
+            raise UserError(
+                f"Kinetics: data.num_classes={self.expected_classes} but the data under {self.root} has "
+                f"{len(self.class_names)} classes; set data.num_classes={len(self.class_names)} (or null), or give "
+                "data.label_map= with every class"
+            )
         entries = {split: self._check_split(split, rows) for split, rows in resolved.items()}
         splits = self._arrange_splits(entries)
         self.datasets = {split: self._dataset(rows, split, split) for split, rows in splits.items()}

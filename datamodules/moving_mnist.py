@@ -43,7 +43,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from stpred.datamodules.base import ForecastDataModule
+from stpred.datamodules.base import DataShapes, ForecastDataModule
 from stpred.datamodules.mnist_idx import download_mnist_file, find_mnist_file, read_idx_images
 from stpred.errors import UserError, check
 
@@ -443,6 +443,13 @@ class MovingMNISTDataModule(ForecastDataModule):
         self.split_info: dict[str, Any] = {}
 
     # -- contract -------------------------------------------------------------------------------------------
+    @classmethod
+    def shapes_from_config(cls, cfg: Any) -> DataShapes:
+        """``(t_in, 1, image_size, image_size)`` -> ``t_out`` frames (``train_length`` only changes training ``y``)."""
+        size = int(cls.config_value(cfg, "image_size"))
+        t_in, t_out = int(cls.config_value(cfg, "t_in")), int(cls.config_value(cfg, "t_out"))
+        return DataShapes("forecast", (t_in, 1, size, size), out_frames=t_out)
+
     @property
     def in_shape(self) -> tuple[int, int, int, int]:
         return (self.t_in, 1, self.image_size, self.image_size)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stpred.datamodules.base import ForecastDataModule
+from stpred.datamodules.base import DataShapes, ForecastDataModule
 from stpred.errors import UserError, check
 
 __all__ = [
@@ -76,6 +77,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_FILES = "BJ*_M32x32_T30_InOut.h5"
+#: (C, H, W) of TaxiBJ: what :meth:`TaxiBJDataModule.shapes_from_config` answers when no file is there to ask.
+TAXIBJ_GRID = (2, 32, 32)
 NPZ_KEYS = ("X_train", "Y_train", "X_test", "Y_test")
 #: Tolerance on OpenSTL's [-1, 1] range when validating an npz.
 NPZ_RANGE_TOL = 1e-3
@@ -564,6 +567,30 @@ class TaxiBJDataModule(ForecastDataModule):
         self.sources = [str(path)]
 
     # -- contract ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def shapes_from_config(cls, cfg: Any) -> DataShapes:
+        """``(t_in, C, H, W)`` -> ``t_out``: the grid from the header of the first file (or the npz's ``X_train``),
+        else, with no file there yet, TaxiBJ's :data:`TAXIBJ_GRID`."""
+        args = {k: cls.config_value(cfg, k) for k in ("root", "files", "npz", "t_in", "t_out")}
+        files = args["files"] if isinstance(args["files"], str) else list(args["files"])
+        dm = cls(args["root"], files=files, npz=args["npz"], t_in=int(args["t_in"]), t_out=int(args["t_out"]))
+        try:
+            grid = dm._npz_grid() if dm.npz is not None else _h5_grid(dm.resolve_files()[0])
+        except UserError:
+            grid = TAXIBJ_GRID
+        return DataShapes("forecast", (dm.t_in, *grid), out_frames=dm.t_out)
+
+    def _npz_grid(self) -> tuple[int, int, int]:
+        path = self._resolve(self.npz)  # type: ignore[arg-type]
+        try:
+            with zipfile.ZipFile(path) as z, z.open("X_train.npy") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape = read_header(f)[0]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            raise UserError(f"{path}: no readable X_train ({e})") from None
+        return tuple(int(v) for v in shape[2:])  # type: ignore[return-value]
+
     def _shape(self) -> tuple[int, int, int]:
         if self._frame_shape is None:
             raise RuntimeError("TaxiBJDataModule: call setup() before reading in_shape or metadata()")
@@ -643,6 +670,16 @@ class TaxiBJDataModule(ForecastDataModule):
             "flip": self.flip,
             "init_args": self.init_args(),
         }
+
+
+def _h5_grid(path: Path) -> tuple[int, int, int]:
+    """``(C, H, W)`` of an ST-ResNet file's ``data``, from its header."""
+    try:
+        with h5py.File(path, "r") as f:
+            shape = f["data"].shape
+    except (OSError, KeyError) as e:
+        raise UserError(f"{path}: no readable 'data' dataset ({e})") from None
+    return tuple(int(v) for v in shape[1:])  # type: ignore[return-value]
 
 
 def _plain(value: np.ndarray | float) -> float | list[float]:

@@ -42,7 +42,7 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
-from stpred.datamodules.base import ForecastDataModule
+from stpred.datamodules.base import DataShapes, ForecastDataModule
 from stpred.datamodules.weather_io import (
     ChannelSpec,
     WeatherSource,
@@ -605,6 +605,25 @@ class WeatherBenchDataModule(ForecastDataModule):
             },
             "cached": bool(cached),
         }
+
+    @classmethod
+    def shapes_from_config(cls, cfg: Any) -> DataShapes:
+        """``(t_in, C, H, W)`` -> ``t_out``: one channel per variable level; ``H, W`` the crop, else the
+        WeatherBench-1 grid of ``resolution`` (``180 / res`` x ``360 / res``), else the grid in ``path``'s header."""
+        t_in, t_out = int(cls.config_value(cfg, "t_in")), int(cls.config_value(cfg, "t_out"))
+        channels = len(channel_specs(parse_variables(cls.config_value(cfg, "variables"))))
+        crop, resolution = cls.config_value(cfg, "crop"), cls.config_value(cfg, "resolution")
+        path = cls.config_value(cfg, "path")
+        if crop is not None:
+            h, w = (int(v) for v in crop)
+        elif path is not None:
+            with WeatherSource(path=str(path))._open_file(use_dask=False) as ds:
+                h, w = int(ds.sizes["latitude"]), int(ds.sizes["longitude"])
+        elif resolution is not None:
+            h, w = round(180 / float(resolution)), round(360 / float(resolution))
+        else:
+            raise UserError("WeatherBench: the grid is unknown without data.crop, data.resolution or data.path")
+        return DataShapes("forecast", (t_in, channels, h, w), out_frames=t_out)
 
     def _require(self) -> dict[str, Any]:
         if self._meta is None:

@@ -1,4 +1,10 @@
-"""Shared fixtures. Real data comes through the STPRED_DATA setting (the CI script sets it)."""
+"""Shared fixtures. Real data comes through the STPRED_DATA setting (the CI script sets it).
+
+``STPRED_DATA`` may be relative (the README runs ``STPRED_DATA=../shared/data make test`` from the repository root):
+it is made absolute here, once, against the folder pytest was launched from, and written back to ``os.environ`` so
+that code reading it later (configs' ``paths.data_dir``, subprocesses started from a test's temporary folder) sees
+the same folder. Unset, it defaults to ``<repository>/../shared/data`` when that folder exists.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,26 @@ from pathlib import Path
 import pytest
 import torch
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ENV = "STPRED_DATA"
+
+
+def _resolve_data_env() -> str | None:
+    """The absolute STPRED_DATA, exported to the environment; ``None`` when unset and no default folder exists."""
+    raw = os.environ.get(DATA_ENV)
+    if raw:
+        path = os.path.abspath(os.path.expanduser(raw))
+    else:
+        default = REPO_ROOT.parent / "shared" / "data"
+        if not default.is_dir():
+            return None
+        path = str(default)
+    os.environ[DATA_ENV] = path
+    return path
+
+
+DATA_ROOT = _resolve_data_env()
+
 # Without a GPU the Triton kernels run in Triton's interpreter. It reads this at kernel definition time, so it
 # is set here, before any test module imports a kernel.
 if not torch.cuda.is_available():
@@ -16,13 +42,15 @@ if not torch.cuda.is_available():
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The folder of small real files (MNIST digits, ERA5 t2m, Kinetics clips), from ``STPRED_DATA``."""
-    root = os.environ.get("STPRED_DATA")
-    if not root:
-        raise RuntimeError("set STPRED_DATA to the folder of shared real data (e.g. ../shared/data)")
-    path = Path(root)
+    """The folder of small real files (MNIST digits, ERA5 t2m, Kinetics clips), from ``STPRED_DATA`` (absolute)."""
+    if DATA_ROOT is None:
+        raise RuntimeError(
+            f"set {DATA_ENV} to the folder of shared real data (e.g. {DATA_ENV}=../shared/data); "
+            f"the default {REPO_ROOT.parent / 'shared' / 'data'} does not exist"
+        )
+    path = Path(DATA_ROOT)
     if not path.is_dir():
-        raise RuntimeError(f"STPRED_DATA={root} is not a folder")
+        raise RuntimeError(f"{DATA_ENV}={DATA_ROOT} is not a folder")
     return path
 
 

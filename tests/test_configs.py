@@ -10,8 +10,9 @@ from _hydra import compose_config
 from omegaconf import OmegaConf
 
 import stpred
-from stpred.apps.bench import PRESET_SHAPES, preset
+from stpred.apps.bench import preset
 from stpred.apps.train import CONFIG_DIR
+from stpred.datamodules.base import shapes_from_data_config
 from stpred.registry import create_model_from_config
 
 GROUPS = ("data", "model", "trainer", "callbacks", "logger", "experiment", "debug")
@@ -34,8 +35,12 @@ def test_every_option_of_every_group_composes(group, tmp_path):
         assert cfg.data._target_ and cfg.model.name and cfg.trainer._target_
 
 
-def test_every_data_config_has_a_preset_shape():
-    assert sorted(PRESET_SHAPES) == _options("data")
+def test_every_data_config_answers_its_shapes(tmp_path):
+    # shapes_from_config of the class each data config names; tests/test_datamodule_contract.py checks the values
+    for option in _options("data"):
+        cfg = compose_config("train", [f"data={option}", f"paths.output_dir={tmp_path}"])
+        shapes = shapes_from_data_config(cfg.data)
+        assert len(shapes.in_shape) == 4 and shapes.task in ("forecast", "classify"), option
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
