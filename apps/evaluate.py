@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from stpred.apps._cli import guard, run_cli
-from stpred.apps.train import CONFIG_DIR, build_datamodule, task_class, use_hydra_logging
+from stpred.apps._compose import CONFIG_DIR, build_datamodule, task_class, use_hydra_logging
 
 __all__ = ["evaluate", "main"]
 
@@ -41,7 +41,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     use_hydra_logging()
     ckpt = read_checkpoint(cfg.ckpt_path)
     hp = ckpt["hyper_parameters"]
-    data_cfg = cfg.get("data") or hp.get("datamodule")
+    # Resolved here, inside the composed config: a `data=` override interpolates `paths.data_dir`.
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else hp.get("datamodule")
     if not data_cfg:
         raise UserError(f"{cfg.ckpt_path} records no datamodule config; pass one with data=<name>")
     dm = build_datamodule(OmegaConf.create(data_cfg), "test")

@@ -18,6 +18,7 @@ __all__ = [
     "register_model",
     "load_predictor",
     "Predictor",
+    "train",
     "UserError",
     "ConfigError",
 ]
@@ -29,4 +30,8 @@ def __getattr__(name: str):
         from stpred import checkpoint
 
         return getattr(checkpoint, name)
+    if name == "train":
+        from stpred.apps.api import train
+
+        return train
     raise AttributeError(f"module 'stpred' has no attribute {name!r}")

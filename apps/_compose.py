@@ -1,0 +1,109 @@
+"""What the Hydra apps share: the config folder, composing configs, and building datamodules and tasks from them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import stpred.configs
+
+__all__ = [
+    "CONFIG_DIR",
+    "compose",
+    "use_hydra_logging",
+    "build_datamodule",
+    "task_class",
+    "build_task",
+    "instantiate_list",
+]
+
+CONFIG_DIR = str(Path(stpred.configs.__file__).parent)
+log = logging.getLogger("stpred")
+
+
+def compose(config_name: str, overrides: Sequence[str] = (), *, hydra_config: bool = False) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` with command-line style ``overrides``, outside a Hydra job.
+
+    ``${hydra:...}`` interpolations do not resolve outside a job, so callers set ``paths.output_dir`` themselves.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+def use_hydra_logging() -> None:
+    """Send Lightning's log records through Hydra's handlers only (console and ``train.log``), not twice."""
+    import lightning  # noqa: F401  (its import attaches its own console handler)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def instantiate_list(group: DictConfig | None, kind: str) -> list[Any]:
+    """Instantiate every entry of a config group that has a ``_target_`` (callbacks, loggers)."""
+    import hydra
+
+    objs = []
+    for conf in (group or {}).values():
+        if isinstance(conf, DictConfig) and "_target_" in conf:
+            log.info(f"Instantiating {kind} <{conf._target_}>")
+            objs.append(hydra.utils.instantiate(conf))
+    return objs
+
+
+def build_datamodule(data_cfg: DictConfig | dict, stage: str):
+    """Instantiate, prepare and set up the datamodule; it must follow the DataModule contract."""
+    import hydra
+
+    data_cfg = OmegaConf.create(data_cfg) if isinstance(data_cfg, dict) else data_cfg
+    log.info(f"Instantiating datamodule <{data_cfg._target_}>")
+    dm = hydra.utils.instantiate(data_cfg)
+    dm.prepare_data()
+    dm.setup(stage)
+    return dm
+
+
+def task_class(kind: str) -> type:
+    """The LightningModule for a datamodule's ``task`` (``"forecast"`` or ``"classify"``)."""
+    from stpred.errors import UserError
+
+    if kind == "forecast":
+        from stpred.tasks import ForecastTask
+
+        return ForecastTask
+    if kind == "classify":
+        from stpred.tasks.classify import ClassifyTask
+
+        return ClassifyTask
+    raise UserError(f"datamodule task '{kind}' is not one of forecast, classify")
+
+
+def build_task(cfg: DictConfig, dm) -> Any:
+    """The task for the datamodule's ``task``, with the config's model, loss, optimiser and compile settings."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    classify = dm.task == "classify"
+    target = f"num_classes={dm.num_classes}" if classify else f"out_frames={dm.out_frames}"
+    log.info(f"Instantiating model <{model['name']}> for in_shape={tuple(dm.in_shape)} {target}")
+    extra: dict[str, Any] = {"label_smoothing": float(cfg.label_smoothing)} if classify else {}
+    if cfg.loss is not None:
+        extra["loss"] = cfg.loss
+    return task_class(dm.task)(
+        model=model,
+        data=dm.metadata(),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        compile=bool(cfg.compile),
+        compile_kwargs=OmegaConf.to_container(cfg.compile_kwargs, resolve=True),
+        datamodule=OmegaConf.to_container(cfg.data, resolve=True),
+        **extra,
+    )
