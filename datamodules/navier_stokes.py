@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from stpred.datamodules.base import ForecastDataModule
 from stpred.datamodules.mat_io import mat_field_names, mat_field_shape, read_fno_trajectories, read_mat_field
-from stpred.datamodules.ns_solver import NavierStokes2D, default_dt, sample_grf, spectral_resize
 from stpred.errors import UserError, check
+from stpred.physics.navier_stokes import NavierStokes2D, default_dt, sample_grf, spectral_resize
 
 __all__ = ["NavierStokesDataModule", "NavierStokesWindows", "generate_navier_stokes", "trajectory_initial_condition"]
 

@@ -1,5 +1,11 @@
-"""Sobolev norms of periodic fields on the unit torus, computed spectrally (Parseval), and a loss built on them.
+"""Training losses: a registry by name (``loss=...`` in the configs), and spectral Sobolev norms of periodic fields.
 
+**Registry.** :func:`create_loss` builds a registered loss by name, :func:`list_losses` lists them and
+:func:`register_loss` adds one. Each loss serves one task kind: ``"forecast"`` (``pred``, ``target``
+``[B, T, C, H, W]``) or ``"classify"`` (logits ``[B, K]``, labels ``[B]``); forecast losses say whether they take
+normalised or physical (de-normalised) values.
+
+**Sobolev norms** of periodic fields on the unit torus, computed spectrally (Parseval), and a loss built on them.
 With ``v_hat_k`` the Fourier coefficients of ``v`` on ``[0, 1)^2`` (``rfft2(v) / (X * Y)`` on an ``X x Y`` grid),
 
     ||v||_{H^s} = ( sum_k (alpha + 4 pi^2 |k|^2)^s |v_hat_k|^2 )^(1/2)
@@ -22,13 +28,30 @@ Examples:
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from stpred.errors import check
+from stpred.errors import ConfigError, check
 
-__all__ = ["sobolev_norm", "sobolev_weights", "SobolevLoss"]
+__all__ = [
+    "Loss",
+    "LOSS_KINDS",
+    "create_loss",
+    "list_losses",
+    "register_loss",
+    "convs5_loss",
+    "sobolev_norm",
+    "sobolev_weights",
+    "SobolevLoss",
+]
+
+LOSS_KINDS = ("forecast", "classify")
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -190,3 +213,125 @@ class SobolevLoss(nn.Module):
         if self.reduction == "sum":
             return norm.sum()
         return norm
+
+
+# -- registry ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A registered loss bound to its options; ``loss(pred, target)`` returns a scalar.
+
+    Attributes:
+        name: the registry name.
+        kind: ``"forecast"`` or ``"classify"``.
+        physical_units: a forecast loss that must see de-normalised values (``value * std + mean``).
+        fn: ``fn(pred, target, **options) -> scalar``.
+        options: keyword options bound at creation (e.g. ``label_smoothing``).
+    """
+
+    name: str
+    kind: str
+    physical_units: bool
+    fn: Callable[..., torch.Tensor]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.fn(pred, target, **self.options)
+
+
+_LOSSES: dict[str, Loss] = {}
+
+
+def register_loss(
+    name: str, *, kind: str, physical_units: bool = False
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Register ``fn(pred, target, **options) -> scalar`` under ``name`` for ``kind`` (a duplicate name warns)."""
+    check(kind in LOSS_KINDS, f"register_loss: kind must be one of {LOSS_KINDS}, got {kind!r}")
+
+    def decorator(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        if name in _LOSSES and _LOSSES[name].fn is not fn:
+            warnings.warn(f"loss '{name}' registered twice; the later definition wins", stacklevel=2)
+        _LOSSES[name] = Loss(name, kind, bool(physical_units), fn)
+        return fn
+
+    return decorator
+
+
+def list_losses(kind: str | None = None) -> list[str]:
+    """Sorted names of the registered losses, of one ``kind`` when given."""
+    return sorted(n for n, spec in _LOSSES.items() if kind is None or spec.kind == kind)
+
+
+def create_loss(name: str, kind: str | None = None, **options: Any) -> Loss:
+    """The registered loss ``name`` with ``options`` bound; with ``kind``, it must be a loss for that task kind.
+
+    Raises:
+        ConfigError: (a ``UserError``) for an unknown name or a loss of another kind, listing the available ones.
+
+    Examples:
+        >>> create_loss("mse+l1", kind="forecast")(torch.ones(2, 3), torch.zeros(2, 3))
+        tensor(2.)
+    """
+    check(kind is None or kind in LOSS_KINDS, f"create_loss: kind must be one of {LOSS_KINDS}, got {kind!r}")
+    spec = _LOSSES.get(name)
+    if spec is None:
+        raise ConfigError(f"loss='{name}' is not a registered loss; available: {', '.join(list_losses(kind))}")
+    if kind is not None and spec.kind != kind:
+        raise ConfigError(
+            f"loss='{name}' is a {spec.kind} loss, not a {kind} loss; {kind} losses: {', '.join(list_losses(kind))}"
+        )
+    return Loss(spec.name, spec.kind, spec.physical_units, spec.fn, dict(options))
+
+
+@register_loss("mse", kind="forecast")
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over every element (normalised values)."""
+    return F.mse_loss(pred, target)
+
+
+@register_loss("mse+l1", kind="forecast")
+def mse_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared plus mean absolute error (normalised values)."""
+    return F.mse_loss(pred, target) + F.l1_loss(pred, target)
+
+
+# Relative errors are not shift-invariant: they are taken in physical units, as FNO's LpLoss does.
+@register_loss("rel_l2", kind="forecast", physical_units=True)
+def rel_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Batch mean of the per-sample relative L2 error ``||pred - target|| / ||target||`` (physical values)."""
+    # Imported here so that the models, which import this module, do not pull in torchmetrics.
+    from stpred.metrics import relative_l2
+
+    return relative_l2(pred, target).mean()
+
+
+@register_loss("convs5", kind="forecast")
+def convs5_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ConvS5's reconstruction loss ``0.5·(2·L2) + 0.5·L1`` (normalised values).
+
+    ``L2`` is optax's ``l2_loss = ½·(pred − target)²``, so ``2·L2`` is the squared error. Both terms are summed over
+    the last two axes (H, W) and then averaged over every other axis.
+
+    Args:
+        pred: predictions ``[..., H, W]``, e.g. ``[B, T, C, H, W]``.
+        target: targets of the same shape.
+
+    Returns:
+        A scalar.
+
+    Examples:
+        >>> convs5_loss(torch.ones(1, 1, 1, 2, 2), torch.zeros(1, 1, 1, 2, 2))
+        tensor(4.)
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"convs5_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    diff = pred - target
+    per_image = (0.5 * diff.square() + 0.5 * diff.abs()).sum(dim=(-2, -1))
+    return per_image.mean()
+
+
+@register_loss("cross_entropy", kind="classify")
+def cross_entropy_loss(logits: torch.Tensor, label: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of logits ``[B, K]`` (computed in float32) against labels ``[B]``."""
+    return F.cross_entropy(logits.float(), label, label_smoothing=float(label_smoothing))

@@ -20,8 +20,8 @@ from stpred.datamodules import METADATA_KEYS
 from stpred.datamodules import navier_stokes as ns
 from stpred.datamodules.mat_io import read_mat_field
 from stpred.datamodules.navier_stokes import NavierStokesDataModule
-from stpred.datamodules.ns_solver import NavierStokes2D, spectral_resize
 from stpred.errors import UserError
+from stpred.physics.navier_stokes import NavierStokes2D, spectral_resize
 
 SMALL = {
     "resolution": 16,

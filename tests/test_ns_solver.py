@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stpred.datamodules.ns_solver import (
+from stpred.physics.navier_stokes import (
     NavierStokes2D,
     default_dt,
     enstrophy,

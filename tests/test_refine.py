@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from stpred import UserError
-from stpred.datamodules.ns_solver import NavierStokes2D, fno_forcing, sample_grf
 from stpred.losses import SobolevLoss, sobolev_norm
 from stpred.models.fno import FNO3d
 from stpred.models.sfno import SFNO
-from stpred.tasks.refine import finite_difference_matrix, ns_residual, refine, time_derivative
+from stpred.physics.navier_stokes import NavierStokes2D, fno_forcing, sample_grf
+from stpred.physics.residual import finite_difference_matrix, ns_residual, time_derivative
+from stpred.tasks.refine import refine
 
 F64 = torch.float64
 TWO_PI = 2 * math.pi
@@ -155,7 +156,7 @@ def _trained_tiny_sfno() -> tuple[SFNO, torch.Tensor, torch.Tensor, float]:
     traj = traj.float()
     xs = torch.stack([traj[:, s : s + 10] for s in range(11)], 1).flatten(0, 1)[:, :, None]
     ys = torch.stack([traj[:, s + 10 : s + 20] for s in range(11)], 1).flatten(0, 1)[:, :, None]
-    model = SFNO((10, 1, size, size), 10, modes=4, modes_t=3, width=8, latent_steps=6)
+    model = SFNO(in_shape=(10, 1, size, size), out_frames=10, modes=4, modes_t=3, width=8, latent_steps=6)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(40):
         idx = torch.randint(0, xs.shape[0], (4,))
@@ -190,7 +191,8 @@ def test_refine_decreases_the_residual() -> None:
 
 def test_refine_rejects_what_it_cannot_refine() -> None:
     with pytest.raises(UserError, match="SFNO"):
-        refine(FNO3d((10, 1, 16, 16), 4, modes=4, width=4), torch.zeros(1, 10, 1, 16, 16), viscosity=1e-3, frame_dt=1)
-    velocity = SFNO((10, 2, 16, 16), 4, modes=4, modes_t=3, width=8)
+        fno = FNO3d(in_shape=(10, 1, 16, 16), out_frames=4, modes=4, width=4)
+        refine(fno, torch.zeros(1, 10, 1, 16, 16), viscosity=1e-3, frame_dt=1)
+    velocity = SFNO(in_shape=(10, 2, 16, 16), out_frames=4, modes=4, modes_t=3, width=8)
     with pytest.raises(UserError, match="vorticity"):
         refine(velocity, torch.zeros(1, 10, 2, 16, 16), viscosity=1e-3, frame_dt=1.0)

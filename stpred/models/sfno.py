@@ -625,6 +625,28 @@ class SFNO(nn.Module):
         y = (head if head is not None else self.head)(latent.to(last.dtype), last)
         return rearrange(y, "b c h w t -> b t c h w")
 
+    def refinement_head(
+        self,
+        modes: tuple[int, int, int] | None = None,
+        *,
+        grid: tuple[int, int] | None = None,
+        init_gain: float = 1e-6,
+    ) -> tuple[OutConv, dict[str, list[nn.Parameter]]]:
+        """A trainable copy of the out-conv with more modes (the Spectral-Refiner's expansion); ``self`` is unchanged.
+
+        Args:
+            modes: ``(mx, my, mt)``, none below the trained ones; the untruncated maximum on ``grid`` when ``None``.
+            grid: ``(H, W)`` the head will run on; the model's own by default.
+            init_gain: Xavier gain of the new weight entries (the trained weights and bias fill the low modes).
+
+        Returns:
+            ``(head, groups)``: the head (for :meth:`decode`), all its parameters requiring grad, and its parameters
+            by kind, ``{"bias": [spectral bias], "weight": [spectral weights]}``, for per-group learning rates.
+        """
+        nx, ny = grid if grid is not None else self.in_shape[2:]
+        head = self.head.with_modes(modes or self.head.max_modes(nx, ny), init_gain=init_gain).requires_grad_(True)
+        return head, {"bias": [head.conv.bias], "weight": [head.conv.conv.weight]}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forecast ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``."""
         return self.decode(self.encode(x), x)

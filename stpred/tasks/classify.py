@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -19,13 +18,11 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from stpred import __version__
 from stpred.errors import ConfigError
-from stpred.registry import create_model_from_config
-from stpred.tasks.optim import build_optimizers
+from stpred.tasks.base import TaskBase
 
 __all__ = ["ClassifyTask", "REQUIRED_METADATA", "average_views"]
 
 REQUIRED_METADATA = ("in_shape", "num_classes")
-LOSSES = ("cross_entropy",)
 
 
 def average_views(logits: torch.Tensor) -> torch.Tensor:
@@ -33,7 +30,7 @@ def average_views(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().softmax(dim=-1).mean(dim=1)
 
 
-class ClassifyTask(L.LightningModule):
+class ClassifyTask(TaskBase):
     """Trains a registered classifier; logs ``*/loss``, ``*/acc1``, ``*/acc5`` and ``val/acc1_best``.
 
     Everything it takes is a plain value, so checkpoints load with ``weights_only=True``.
@@ -42,13 +39,18 @@ class ClassifyTask(L.LightningModule):
         model: ``{"name": registry name, "kwargs": {...}}``; ``in_shape``/``num_classes`` come from ``data``.
         data: the datamodule's ``metadata()`` (``in_shape``, ``num_classes``, class names...).
         optim: optimiser and schedule, see :data:`stpred.tasks.optim.OPTIM_DEFAULTS`.
-        loss: ``"cross_entropy"``.
+        loss: a classification loss of :func:`stpred.losses.list_losses` (``"cross_entropy"``).
         label_smoothing: label smoothing of the training cross-entropy.
         compile: compile the network in place (``self.net.compile``) in ``configure_model``.
         compile_kwargs: keyword arguments for ``torch.compile``.
         datamodule: the datamodule's config (plain dict), kept so evaluation can rebuild the data.
         stpred_version: the library version that wrote the checkpoint.
     """
+
+    kind = "classify"
+    required_metadata = REQUIRED_METADATA
+    metadata_hint = "a classification datamodule provides"
+    model_example = "squeezetime"
 
     def __init__(
         self,
@@ -62,23 +64,11 @@ class ClassifyTask(L.LightningModule):
         datamodule: dict[str, Any] | None = None,
         stpred_version: str = __version__,
     ) -> None:
-        super().__init__()
-        missing = [k for k in REQUIRED_METADATA if k not in data]
-        if missing:
-            raise ConfigError(
-                f"datamodule metadata lacks {missing}; a classification datamodule provides {REQUIRED_METADATA}"
-            )
-        if loss not in LOSSES:
-            raise ConfigError(f"loss='{loss}' is not a classification loss; use loss=cross_entropy")
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if "name" not in model:
-            raise ConfigError("model config needs a 'name' (a registry name, e.g. model=squeezetime)")
-        self.save_hyperparameters()
-        in_shape = tuple(int(v) for v in data["in_shape"])
+        super().__init__(model, data, loss, loss_options={"label_smoothing": float(label_smoothing)})
         self.num_classes = int(data["num_classes"])
-        self.net = create_model_from_config(model, in_shape, num_classes=self.num_classes)
-        self.hparams["model_version"] = int(getattr(self.net, "_version", 1))
+        self.build_net(num_classes=self.num_classes)
         self.top_k = min(5, self.num_classes)
         self.train_acc1 = self._accuracy(1)
         self.val_acc1, self.val_acc5, self.val_loss = self._accuracy(1), self._accuracy(self.top_k), MeanMetric()
@@ -89,11 +79,6 @@ class ClassifyTask(L.LightningModule):
         return MulticlassAccuracy(num_classes=self.num_classes, top_k=k, average="micro")
 
     # -- model ----------------------------------------------------------------------------------------------
-    def configure_model(self) -> None:
-        if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.net.compile(**(self.hparams.compile_kwargs or {}))
-            self._compiled = True
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised clips ``[B, T, C, H, W]`` -> logits ``[B, num_classes]``."""
         return self.net(x)
@@ -113,7 +98,7 @@ class ClassifyTask(L.LightningModule):
             label = label.repeat_interleave(x.shape[1])
             x = x.flatten(0, 1)
         logits = self(x)
-        loss = F.cross_entropy(logits.float(), label, label_smoothing=float(self.hparams.label_smoothing))
+        loss = self.loss_fn(logits, label)
         self.train_acc1(logits.detach(), label)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
         self.log("train/acc1", self.train_acc1, on_step=False, on_epoch=True, batch_size=x.shape[0])
@@ -154,11 +139,3 @@ class ClassifyTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         values = self._compute("test")
         self.log_dict({f"test/{k}": v for k, v in values.items()}, sync_dist=True)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        trainer = self.trainer
-        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        steps = max(1, int(trainer.estimated_stepping_batches) // max_epochs) if trainer.max_epochs else 1
-        return build_optimizers(
-            self.parameters(), dict(self.hparams.optim or {}), max_epochs=max_epochs, steps_per_epoch=steps
-        )

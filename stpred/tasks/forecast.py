@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
-import torch.nn.functional as F
 from torchmetrics import MinMetric
 
 from stpred import __version__
-from stpred.errors import ConfigError
-from stpred.metrics import ForecastMetrics, latitude_area_weights, relative_l2
-from stpred.registry import create_model_from_config
-from stpred.tasks.optim import build_optimizers
+from stpred.metrics import ForecastMetrics, latitude_area_weights
+from stpred.tasks.base import TaskBase
 
 __all__ = ["ForecastTask", "REQUIRED_METADATA"]
 
 REQUIRED_METADATA = ("in_shape", "out_frames", "mean", "std")
-LOSSES = ("mse", "mse+l1", "rel_l2")
 
 
-class ForecastTask(L.LightningModule):
+class ForecastTask(TaskBase):
     """Trains a registered predictor on normalised sequences; reports metrics in physical units.
 
     Everything it takes is a plain value, so checkpoints load with ``weights_only=True`` and
@@ -32,13 +27,16 @@ class ForecastTask(L.LightningModule):
         data: the datamodule's ``metadata()`` (shapes, per-channel ``mean``/``std``, ``data_range``, ``pde``,
             optional ``latitude`` for latitude-weighted errors).
         optim: optimiser and schedule, see :data:`stpred.tasks.optim.OPTIM_DEFAULTS`.
-        loss: ``"mse"`` (default) or ``"mse+l1"`` on normalised values, or ``"rel_l2"`` (FNO's relative L2, on
-            de-normalised values).
+        loss: a forecast loss of :func:`stpred.losses.list_losses`: ``"mse"`` (default), ``"mse+l1"`` or
+            ``"convs5"`` on normalised values, ``"rel_l2"`` (FNO's relative L2) on de-normalised values.
         compile: compile the network in place (``self.net.compile``) in ``configure_model``.
         compile_kwargs: keyword arguments for ``torch.compile``.
         datamodule: the datamodule's config (plain dict), kept so evaluation can rebuild the data.
         stpred_version: the library version that wrote the checkpoint.
     """
+
+    kind = "forecast"
+    required_metadata = REQUIRED_METADATA
 
     def __init__(
         self,
@@ -51,20 +49,10 @@ class ForecastTask(L.LightningModule):
         datamodule: dict[str, Any] | None = None,
         stpred_version: str = __version__,
     ) -> None:
-        super().__init__()
-        missing = [k for k in REQUIRED_METADATA if k not in data]
-        if missing:
-            raise ConfigError(f"datamodule metadata lacks {missing}; a datamodule must provide {REQUIRED_METADATA}")
-        if loss not in LOSSES:
-            raise ConfigError(f"loss='{loss}' is not one of {LOSSES}")
-        if "name" not in model:
-            raise ConfigError("model config needs a 'name' (a registry name, e.g. model=simvpv2)")
-        self.save_hyperparameters()
-        in_shape = tuple(int(v) for v in data["in_shape"])
+        super().__init__(model, data, loss)
         self.out_frames = int(data["out_frames"])
-        self.net = create_model_from_config(model, in_shape, out_frames=self.out_frames)
-        self.hparams["model_version"] = int(getattr(self.net, "_version", 1))
-        channels = in_shape[1]
+        self.build_net(out_frames=self.out_frames)
+        channels = int(data["in_shape"][1])
         mean = torch.as_tensor(data["mean"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
         std = torch.as_tensor(data["std"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
@@ -84,11 +72,6 @@ class ForecastTask(L.LightningModule):
         )
 
     # -- model ----------------------------------------------------------------------------------------------
-    def configure_model(self) -> None:
-        if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.net.compile(**(self.hparams.compile_kwargs or {}))
-            self._compiled = True
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``[B, T_in, C, H, W]`` -> normalised ``[B, T_out, C, H, W]``."""
         return self.net(x)
@@ -97,12 +80,9 @@ class ForecastTask(L.LightningModule):
         return x.float() * self.std + self.mean
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.hparams.loss == "mse":
-            return F.mse_loss(pred, target)
-        if self.hparams.loss == "mse+l1":
-            return F.mse_loss(pred, target) + F.l1_loss(pred, target)
-        # Relative errors are not shift-invariant: take them in physical units, as FNO's LpLoss does.
-        return relative_l2(self.denormalize(pred), self.denormalize(target)).mean()
+        if self.loss_fn.physical_units:
+            return self.loss_fn(self.denormalize(pred), self.denormalize(target))
+        return self.loss_fn(pred, target)
 
     # -- steps ----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -152,11 +132,3 @@ class ForecastTask(L.LightningModule):
         self.test_per_lead = {k: v.double().tolist() for k, v in self.test_metrics.per_lead().items()}
         self.test_metrics.reset()
         self.log_dict({f"test/{k}": v.float() for k, v in values.items()}, sync_dist=True)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        trainer = self.trainer
-        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        steps = max(1, int(trainer.estimated_stepping_batches) // max_epochs) if trainer.max_epochs else 1
-        return build_optimizers(
-            self.parameters(), dict(self.hparams.optim or {}), max_epochs=max_epochs, steps_per_epoch=steps
-        )

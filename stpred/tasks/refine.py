@@ -15,7 +15,7 @@ For one input batch, in float64:
    evaluated on the predicted frames (physical units).
 
 The spatial terms are spectral on the unit torus: the advection as in the data solver (formed in physical space,
-2/3-dealiased; ``NavierStokes2D.advection``), the Laplacian exactly. **Time derivative (a documented
+2/3-dealiased; :func:`stpred.physics.residual.ns_residual`), the Laplacian exactly. **Time derivative (a documented
 simplification):** the paper takes ``dw/dt`` from an IMEX Crank-Nicolson step with ``dt = 1e-6``; here it is the
 finite-difference derivative along the frame axis at spacing ``frame_dt``, of order ``time_order`` (4 by default:
 5-point stencils, centred in the interior and one-sided near the ends), with the input frames in front of the
@@ -25,7 +25,7 @@ degree ``<= time_order``, so on coarse frame spacings the residual of the true s
 discrete equation.
 
 Examples:
-    >>> model = SFNO((10, 1, 16, 16), 10, modes=4, modes_t=3, width=8, latent_steps=6)
+    >>> model = SFNO(in_shape=(10, 1, 16, 16), out_frames=10, modes=4, modes_t=3, width=8, latent_steps=6)
     >>> pred, history = refine(model, torch.randn(1, 10, 1, 16, 16), viscosity=1e-3, frame_dt=1.0, n_iter=3)
     >>> pred.shape, pred.dtype, len(history)
     (torch.Size([1, 10, 1, 16, 16]), torch.float64, 4)
@@ -34,96 +34,19 @@ Examples:
 from __future__ import annotations
 
 import copy
-import math
 from typing import Literal
 
-import numpy as np
 import torch
 
-from stpred.datamodules.ns_solver import NavierStokes2D, fno_forcing, wavenumbers
 from stpred.errors import UserError
 from stpred.losses import SobolevLoss
 from stpred.models.sfno import SFNO
+from stpred.physics.residual import ns_residual
 
-__all__ = ["finite_difference_matrix", "time_derivative", "ns_residual", "refine", "REFINE_ALPHA"]
+__all__ = ["refine", "REFINE_ALPHA"]
 
 #: The shift of the dual norm ``(alpha + 4 pi^2 |k|^2)^-1`` in the paper.
 REFINE_ALPHA = 10**-1.5
-
-
-def finite_difference_matrix(n: int, order: int = 4) -> torch.Tensor:
-    """``[n, n]`` float64 first-derivative matrix on unit-spaced points, accurate to ``order`` (capped at ``n - 1``).
-
-    Row ``i`` uses the ``order + 1`` points nearest ``i`` (centred where they fit, shifted at the ends); its weights
-    make the stencil exact for polynomials of degree ``<= order``.
-    """
-    if n < 2:
-        raise ValueError(f"finite_difference_matrix needs at least 2 points, got {n}")
-    order = max(1, min(order, n - 1))
-    d = np.zeros((n, n))
-    powers = np.arange(order + 1)
-    rhs = (powers == 1).astype(float)
-    for i in range(n):
-        start = min(max(i - order // 2, 0), n - order - 1)
-        offsets = np.arange(start, start + order + 1) - i
-        d[i, start : start + order + 1] = np.linalg.solve(offsets[None, :] ** powers[:, None], rhs)
-    return torch.from_numpy(d)
-
-
-def time_derivative(frames: torch.Tensor, frame_dt: float, order: int = 4) -> torch.Tensor:
-    """Finite-difference ``d/dt`` of ``frames [B, T, ...]`` spaced ``frame_dt`` (:func:`finite_difference_matrix`)."""
-    d = finite_difference_matrix(frames.shape[1], order).to(device=frames.device, dtype=frames.dtype)
-    return torch.einsum("st,bt...->bs...", d, frames) / frame_dt
-
-
-def _forcing(forcing: Literal["fno"] | torch.Tensor | None, size: int, like: torch.Tensor) -> torch.Tensor:
-    if forcing is None:
-        return torch.zeros(size, size, device=like.device, dtype=like.dtype)
-    if isinstance(forcing, str):
-        if forcing != "fno":
-            raise UserError(f"forcing={forcing!r} must be 'fno', None or a [{size}, {size}] tensor")
-        return fno_forcing(size, device=like.device, dtype=like.dtype)
-    if tuple(forcing.shape) != (size, size):
-        raise UserError(f"forcing shape {tuple(forcing.shape)} must be the grid ({size}, {size})")
-    return forcing.to(device=like.device, dtype=like.dtype)
-
-
-def ns_residual(
-    w: torch.Tensor,
-    *,
-    viscosity: float,
-    frame_dt: float,
-    forcing: Literal["fno"] | torch.Tensor | None = "fno",
-    context: torch.Tensor | None = None,
-    w_t: torch.Tensor | None = None,
-    time_order: int = 4,
-) -> torch.Tensor:
-    """Vorticity residual ``R = f - dw/dt - (u . grad) w + nu lap(w)`` of frames ``w [B, T, S, S]``.
-
-    Args:
-        w: vorticity frames on the unit torus, spaced ``frame_dt`` (float64 recommended).
-        viscosity: ``nu``.
-        frame_dt: time between frames.
-        forcing: ``"fno"`` (:func:`stpred.datamodules.ns_solver.fno_forcing`), ``None`` or a ``[S, S]`` field.
-        context: earlier frames ``[B, T_c, S, S]`` directly before ``w``, used only in the time derivative.
-        w_t: the time derivative, if known; replaces the finite differences.
-        time_order: accuracy order of the finite-difference time derivative.
-
-    Returns:
-        ``[B, T, S, S]`` residual in ``w``'s dtype.
-    """
-    if w.ndim != 4 or w.shape[-1] != w.shape[-2]:
-        raise UserError(f"ns_residual expects square vorticity frames [B, T, S, S], got {tuple(w.shape)}")
-    size = w.shape[-1]
-    if w_t is None:
-        full = w if context is None else torch.cat([context.to(w.dtype), w], dim=1)
-        w_t = time_derivative(full, frame_dt, time_order)[:, -w.shape[1] :]
-    solver = NavierStokes2D(size, viscosity=viscosity, forcing=None, device=w.device, dtype=w.dtype)
-    k1, k2 = wavenumbers(size, device=w.device)
-    neg_lap = (4.0 * math.pi**2 * (k1**2 + k2**2)).to(w.dtype)
-    w_hat = torch.fft.rfft2(w)
-    rhs_hat = -solver.advection(w_hat) - viscosity * neg_lap * w_hat
-    return _forcing(forcing, size, w) - w_t + torch.fft.irfft2(rhs_hat, s=(size, size))
 
 
 def refine(
@@ -179,10 +102,9 @@ def refine(
     size = x64.shape[-1]
     with torch.no_grad():
         latent = net.encode(x64)
-    head = net.head.with_modes(modes or net.head.max_modes(size, size), init_gain=init_gain)
-    head.requires_grad_(True)
+    head, groups = net.refinement_head(modes, grid=(size, size), init_gain=init_gain)
     optimizer = torch.optim.Adam(
-        [{"params": [head.conv.bias], "lr": lr_bias}, {"params": [head.conv.conv.weight], "lr": lr_weights}]
+        [{"params": groups["bias"], "lr": lr_bias}, {"params": groups["weight"], "lr": lr_weights}]
     )
     loss_fn = SobolevLoss(s=-1.0, alpha=alpha, time_average=True, time_dim=1)
     context = x64[:, :, 0] * std + mean
