@@ -69,6 +69,14 @@ def select_impl(
     return "matmul" if prefer_matmul(b, c_in, c_out, tuple(x.shape[2:]), modes, n_out) else "rfft"
 
 
+def default_precision(x: torch.Tensor) -> str:
+    """The Triton ``tl.dot`` operand precision when none is asked for: ``"bf16"`` for bf16 input, ``"tf32"``
+    on CUDA (tensor cores; error measured in README "Precision"), ``"ieee"`` elsewhere (the interpreter)."""
+    if x.dtype == torch.bfloat16:
+        return "bf16"
+    return "tf32" if x.is_cuda else "ieee"
+
+
 def _call(
     dims: int, x: torch.Tensor, weight: torch.Tensor, out_last: int | None, norm: str, impl: str, precision: str | None
 ) -> torch.Tensor:
@@ -81,7 +89,7 @@ def _call(
             from stpred.kernels.spectral_conv.triton import spectral_conv2d_triton, spectral_conv3d_triton
 
             fn = spectral_conv2d_triton if dims == 2 else spectral_conv3d_triton
-            prec = precision or ("bf16" if x.dtype == torch.bfloat16 else "ieee")
+            prec = precision or default_precision(x)
             y = fn(xs, ws, out_last, norm, precision=prec)
         else:
             table = {
@@ -113,7 +121,8 @@ def spectral_conv2d(
         out_last: output length of the last axis (``irfft2(s=(N1, out_last))``), default ``N2``.
         norm: ``"backward" | "forward" | "ortho"`` as in ``torch.fft``.
         impl: ``"auto" | "triton" | "torch" | "rfft" | "matmul"`` (module docstring).
-        precision: Triton ``tl.dot`` inputs, ``"ieee" | "tf32" | "bf16"``; default ieee (bf16 for bf16 input).
+        precision: Triton ``tl.dot`` operands, ``"ieee" | "tf32" | "tf32x3" | "bf16"``; default tf32 on CUDA,
+            bf16 for bf16 input or under bf16 autocast (the layers), ieee in the interpreter.
 
     Returns:
         ``[B, C_out, N1, out_last]`` in ``x``'s dtype.

@@ -1,23 +1,25 @@
-"""Triton kernels for the spectral convolution (kernels.md §2.2, §2.4, §3, §4).
+"""Triton spectral convolution: fused truncated DFTs and tensor-core channel mixing (README "Triton path").
 
-Triton has no complex dtype, so complex tensors travel as ``view_as_real`` float32 with the real part at offset 0
-and the imaginary part at offset 1 (stride-2 loads). The transforms stay on cuBLAS GEMMs (``matmul.analysis`` /
-``matmul.synthesis``); the kernels here do the per-mode complex channel mixing and its backward:
+Three kernels, all on ``tl.dot`` (tensor cores for ``tf32``/``bf16``), all float32-accumulating:
 
-- ``spectral_mix_fwd_kernel``: ``Y[k] = X[k] @ W[k]`` for every kept mode k (batch = modes, M = B, K = C_in,
-  N = C_out), four real ``tl.dot`` per tile; W is read in place from the layer's ``[C_in, C_out, *modes, 2]``.
-- ``spectral_mix_bwd_kernel``: the same product with conjugated operands and transposed strides, which gives
-  ``dX[k] = dY[k] @ W[k]^H`` and ``dW[k] = X[k]^H @ dY[k]``; dW reduces over the batch inside one program in a
-  fixed order, so it is deterministic (no atomics, no split-K).
-- ``spectral_fused_fwd_kernel``: inference forward that fuses the first two-sided axis of the transform with the
-  mixing (the truncated DFT over that axis is an accumulation of complex scalars times ``[B, C_in]`` tiles, fed
-  straight into ``tl.dot``), so the transformed spectrum is never written. Correct under the interpreter, not
-  measured on a GPU.
+- ``dft2_analysis_kernel``: real ``[B, C, S, N1, N2]`` -> the kept modes of both trailing axes, written once as a
+  planar spectrum ``[S, K1, M2, 2, L]`` (``L = B*C`` innermost, re and im planes). The last axis is a real GEMM
+  against the ``[N2, M2]`` cos/sin planes, the first a complex GEMM against ``[K1, N1]``; the partial result
+  never leaves the program, and the ``[B, C, ...] -> [modes, L]`` transpose is the store's addressing.
+- ``dft2_synthesis_kernel``: the inverse, reading only kept modes and writing ``[B, C, S, N1, N2']`` directly.
+- ``cgemm_kernel``: batched planar complex GEMM with conjugation flags. It does the per-mode channel mixing
+  (``Y = X W``, ``dX = dY W^H``, ``dW = X^H dY``, the batch reduced in order inside one program: deterministic)
+  and, in 3-D, the x axis of the transform on the already-truncated (y, t) spectrum.
 
-Channel tiles are at least 16 wide because ``tl.dot`` needs every dimension >= 16; masks zero the padding.
+The backward is the exact adjoint: the same kernels with the adjoint bases (kernels.md §2.4). Weights are packed
+once per parameter version into ``[K, 2, C_in, C_out]`` (``C_out`` contiguous: coalesced tiles).
 """
 
 from __future__ import annotations
+
+import functools
+import math
+import weakref
 
 import torch
 import triton
@@ -25,24 +27,26 @@ import triton.language as tl
 
 from stpred.kernels._dispatch import triton_interpreted
 from stpred.kernels.spectral_conv.matmul import (
-    SpectralConvFunction,
-    analysis,
-    register_mixer,
-    spectral_bases,
-    synthesis,
+    _half_forward_bases,
+    _half_inverse_bases,
+    _two_sided_bases,
 )
 from stpred.kernels.spectral_conv.reference import check_modes
 
 __all__ = [
     "spectral_conv2d_triton",
     "spectral_conv3d_triton",
-    "mix_fwd",
-    "mix_bwd",
-    "spectral_conv_fused_forward",
+    "analysis",
+    "synthesis",
+    "mix",
+    "mix_backward",
+    "packed_weight",
     "PRECISIONS",
 ]
 
-PRECISIONS = ("ieee", "tf32", "bf16")
+PRECISIONS = ("ieee", "tf32", "tf32x3", "bf16")
+NUM_WARPS = 4
+NUM_STAGES = 2  # the K loops are short (often one trip); deeper pipelines only cost shared memory
 
 
 def _empty(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -50,37 +54,177 @@ def _empty(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.empty(shape, dtype=torch.float32, device=device)
 
 
+# --------------------------------------------------------------------------------------------- dot helpers
+
+
+@triton.jit
+def _prep(a, PRECISION: tl.constexpr):
+    """Operand as the tensor cores see it. The interpreter's ``tl.dot`` ignores ``input_precision`` (and
+    multiplies bf16 bit patterns as integers), so there the rounding is applied explicitly: bf16 by a cast,
+    TF32 by truncating the 13 low mantissa bits (the tensor cores ignore them), both then multiplied in fp32."""
+    if PRECISION == "bf16":
+        return a.to(tl.bfloat16)
+    elif PRECISION == "bf16_emulated":
+        return a.to(tl.bfloat16).to(tl.float32)
+    elif PRECISION == "tf32_emulated":
+        bits = a.to(tl.uint32, bitcast=True)
+        return ((bits >> 13) << 13).to(tl.float32, bitcast=True)
+    else:
+        return a
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    if PRECISION == "tf32":
+        return tl.dot(a, b, acc, input_precision="tf32")
+    elif PRECISION == "tf32x3":
+        return tl.dot(a, b, acc, input_precision="tf32x3")
+    elif PRECISION == "bf16":
+        return tl.dot(a, b, acc)
+    else:
+        return tl.dot(a, b, acc, input_precision="ieee")
+
+
 @triton.jit
 def _cdot(ar, ai, br, bi, acc_r, acc_i, PRECISION: tl.constexpr):
-    if PRECISION == "bf16_emulated":
-        # The interpreter's dot multiplies bf16 bit patterns as integers; rounding to bf16 and computing in fp32
-        # gives the same products (exact in fp32) with fp32 accumulation.
-        ar, ai = ar.to(tl.bfloat16).to(tl.float32), ai.to(tl.bfloat16).to(tl.float32)
-        br, bi = br.to(tl.bfloat16).to(tl.float32), bi.to(tl.bfloat16).to(tl.float32)
-        acc_r += tl.dot(ar, br, input_precision="ieee") - tl.dot(ai, bi, input_precision="ieee")
-        acc_i += tl.dot(ar, bi, input_precision="ieee") + tl.dot(ai, br, input_precision="ieee")
-    elif PRECISION == "bf16":
-        ar, ai, br, bi = ar.to(tl.bfloat16), ai.to(tl.bfloat16), br.to(tl.bfloat16), bi.to(tl.bfloat16)
-        acc_r += tl.dot(ar, br) - tl.dot(ai, bi)
-        acc_i += tl.dot(ar, bi) + tl.dot(ai, br)
-    else:
-        acc_r += tl.dot(ar, br, input_precision=PRECISION) - tl.dot(ai, bi, input_precision=PRECISION)
-        acc_i += tl.dot(ar, bi, input_precision=PRECISION) + tl.dot(ai, br, input_precision=PRECISION)
+    """``acc += a @ b`` for complex ``a = ar + i ai``, ``b = br + i bi`` (four real products)."""
+    ar, ai = _prep(ar, PRECISION), _prep(ai, PRECISION)
+    br, bi = _prep(br, PRECISION), _prep(bi, PRECISION)
+    acc_r = _dot(ar, br, acc_r, PRECISION)
+    acc_r = _dot(-ai, bi, acc_r, PRECISION)
+    acc_i = _dot(ar, bi, acc_i, PRECISION)
+    acc_i = _dot(ai, br, acc_i, PRECISION)
     return acc_r, acc_i
 
 
+# --------------------------------------------------------------------------------------------- kernels
+
+
 @triton.jit
-def _cmatmul_tile(
+def dft2_analysis_kernel(
+    x_ptr, f_ptr, p_ptr, out_ptr,
+    L, C, N1, N2, K1, M2, N_M2_BLOCKS,
+    s_xb, s_xc, s_xs, s_x1, s_x2,
+    s_fp, s_fk, s_fn, s_pp, s_pn, s_pm,
+    s_os, s_ok1, s_ok2, s_op, s_ol,
+    PRECISION: tl.constexpr, BL: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
+    BK1: tl.constexpr, BM2: tl.constexpr,
+):  # fmt: skip
+    """``out[s, k1, k2, :, l] = sum_{n1,n2} F[k1, n1] P[n2, k2] x[l, s, n1, n2]`` for a ``BL x BK1 x BM2`` block.
+
+    ``F`` planar complex ``[2, K1, N1]``, ``P`` planar ``[2, N2, M2]`` (cos and -sin of the half axis).
+    """
+    pid_l, pid_s, pid_km = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
+    offs_l = pid_l * BL + tl.arange(0, BL)
+    offs_k1 = (pid_km // N_M2_BLOCKS) * BK1 + tl.arange(0, BK1)
+    offs_m2 = (pid_km % N_M2_BLOCKS) * BM2 + tl.arange(0, BM2)
+    l_ok = offs_l < L
+    x_row = (offs_l // C).to(tl.int64) * s_xb + (offs_l % C).to(tl.int64) * s_xc + pid_s * s_xs  # [BL]
+    acc_r = tl.zeros((BK1, BM2 * BL), dtype=tl.float32)
+    acc_i = tl.zeros((BK1, BM2 * BL), dtype=tl.float32)
+    for n1_0 in range(0, N1, BN1):
+        offs_n1 = n1_0 + tl.arange(0, BN1)
+        rows = tl.reshape(x_row[:, None] + offs_n1[None, :].to(tl.int64) * s_x1, (BL * BN1,))
+        rows_ok = tl.reshape(l_ok[:, None] & (offs_n1[None, :] < N1), (BL * BN1,))
+        zr = tl.zeros((BL * BN1, BM2), dtype=tl.float32)
+        zi = tl.zeros((BL * BN1, BM2), dtype=tl.float32)
+        for n2_0 in range(0, N2, BN2):
+            offs_n2 = n2_0 + tl.arange(0, BN2)
+            xt = tl.load(x_ptr + rows[:, None] + offs_n2[None, :] * s_x2,
+                         mask=rows_ok[:, None] & (offs_n2[None, :] < N2), other=0.0)  # fmt: skip
+            p_off = offs_n2[:, None] * s_pn + offs_m2[None, :] * s_pm
+            p_mask = (offs_n2[:, None] < N2) & (offs_m2[None, :] < M2)
+            pc = _prep(tl.load(p_ptr + p_off, mask=p_mask, other=0.0), PRECISION)
+            ps = _prep(tl.load(p_ptr + s_pp + p_off, mask=p_mask, other=0.0), PRECISION)
+            xt = _prep(xt, PRECISION)
+            zr = _dot(xt, pc, zr, PRECISION)
+            zi = _dot(xt, ps, zi, PRECISION)
+        # [(l, n1), k2] -> [n1, (k2, l)]: the first axis becomes the reduction of one complex GEMM.
+        zr_t = tl.reshape(tl.permute(tl.reshape(zr, (BL, BN1, BM2)), (1, 2, 0)), (BN1, BM2 * BL))
+        zi_t = tl.reshape(tl.permute(tl.reshape(zi, (BL, BN1, BM2)), (1, 2, 0)), (BN1, BM2 * BL))
+        f_off = offs_k1[:, None] * s_fk + offs_n1[None, :] * s_fn
+        f_mask = (offs_k1[:, None] < K1) & (offs_n1[None, :] < N1)
+        fr = tl.load(f_ptr + f_off, mask=f_mask, other=0.0)
+        fi = tl.load(f_ptr + s_fp + f_off, mask=f_mask, other=0.0)
+        acc_r, acc_i = _cdot(fr, fi, zr_t, zi_t, acc_r, acc_i, PRECISION)
+    acc_r = tl.reshape(acc_r, (BK1, BM2, BL))
+    acc_i = tl.reshape(acc_i, (BK1, BM2, BL))
+    o_off = (pid_s * s_os + offs_k1[:, None, None].to(tl.int64) * s_ok1 + offs_m2[None, :, None].to(tl.int64) * s_ok2
+             + offs_l[None, None, :].to(tl.int64) * s_ol)  # fmt: skip
+    o_mask = (offs_k1[:, None, None] < K1) & (offs_m2[None, :, None] < M2) & l_ok[None, None, :]
+    tl.store(out_ptr + o_off, acc_r, mask=o_mask)
+    tl.store(out_ptr + o_off + s_op, acc_i, mask=o_mask)
+
+
+@triton.jit
+def dft2_synthesis_kernel(
+    y_ptr, g_ptr, r_ptr, out_ptr,
+    L, C, N1, N2, K1, M2,
+    s_ys, s_yk1, s_yk2, s_yp, s_yl,
+    s_gp, s_gn, s_gk, s_rp, s_rm, s_rn,
+    s_ob, s_oc, s_os, s_o1, s_o2,
+    PRECISION: tl.constexpr, BL: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
+    BK1: tl.constexpr, BM2: tl.constexpr,
+):  # fmt: skip
+    """``out[l, s, n1, n2] = sum_{k2} Re/Im(sum_{k1} G[n1, k1] y[s, k1, k2, :, l]) R[:, k2, n2]`` for a
+    ``BL x BN1`` block of rows and every ``n2``.
+
+    ``G`` planar complex ``[2, N1, K1]``, ``R`` planar ``[2, M2, N2]`` (the rfft-weighted cos and -sin rows).
+    """
+    pid_l, pid_s, pid_n1 = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
+    offs_l = pid_l * BL + tl.arange(0, BL)
+    offs_n1 = pid_n1 * BN1 + tl.arange(0, BN1)
+    offs_m2 = tl.arange(0, BM2)
+    l_ok = offs_l < L
+    zr = tl.zeros((BN1, BM2 * BL), dtype=tl.float32)
+    zi = tl.zeros((BN1, BM2 * BL), dtype=tl.float32)
+    ml_off = tl.reshape(offs_m2[:, None].to(tl.int64) * s_yk2 + offs_l[None, :].to(tl.int64) * s_yl, (BM2 * BL,))
+    ml_ok = tl.reshape((offs_m2[:, None] < M2) & l_ok[None, :], (BM2 * BL,))
+    for k1_0 in range(0, K1, BK1):
+        offs_k1 = k1_0 + tl.arange(0, BK1)
+        y_off = pid_s * s_ys + offs_k1[:, None].to(tl.int64) * s_yk1 + ml_off[None, :]
+        y_mask = (offs_k1[:, None] < K1) & ml_ok[None, :]
+        yr = tl.load(y_ptr + y_off, mask=y_mask, other=0.0)
+        yi = tl.load(y_ptr + y_off + s_yp, mask=y_mask, other=0.0)
+        g_off = offs_n1[:, None] * s_gn + offs_k1[None, :] * s_gk
+        g_mask = (offs_n1[:, None] < N1) & (offs_k1[None, :] < K1)
+        gr = tl.load(g_ptr + g_off, mask=g_mask, other=0.0)
+        gi = tl.load(g_ptr + s_gp + g_off, mask=g_mask, other=0.0)
+        zr, zi = _cdot(gr, gi, yr, yi, zr, zi, PRECISION)
+    # [n1, (k2, l)] -> [(l, n1), k2]: the half axis becomes the reduction of the output GEMM.
+    zr_t = _prep(tl.reshape(tl.permute(tl.reshape(zr, (BN1, BM2, BL)), (2, 0, 1)), (BL * BN1, BM2)), PRECISION)
+    zi_t = _prep(tl.reshape(tl.permute(tl.reshape(zi, (BN1, BM2, BL)), (2, 0, 1)), (BL * BN1, BM2)), PRECISION)
+    rows = tl.reshape(
+        (offs_l // C).to(tl.int64)[:, None] * s_ob + (offs_l % C).to(tl.int64)[:, None] * s_oc
+        + offs_n1[None, :].to(tl.int64) * s_o1 + pid_s * s_os,
+        (BL * BN1,),
+    )  # fmt: skip
+    rows_ok = tl.reshape(l_ok[:, None] & (offs_n1[None, :] < N1), (BL * BN1,))
+    for n2_0 in range(0, N2, BN2):
+        offs_n2 = n2_0 + tl.arange(0, BN2)
+        r_off = offs_m2[:, None] * s_rm + offs_n2[None, :] * s_rn
+        r_mask = (offs_m2[:, None] < M2) & (offs_n2[None, :] < N2)
+        rc = _prep(tl.load(r_ptr + r_off, mask=r_mask, other=0.0), PRECISION)
+        rs = _prep(tl.load(r_ptr + s_rp + r_off, mask=r_mask, other=0.0), PRECISION)
+        out = _dot(zr_t, rc, tl.zeros((BL * BN1, BN2), dtype=tl.float32), PRECISION)
+        out = _dot(zi_t, rs, out, PRECISION)
+        tl.store(out_ptr + rows[:, None] + offs_n2[None, :] * s_o2, out,
+                 mask=rows_ok[:, None] & (offs_n2[None, :] < N2))  # fmt: skip
+
+
+@triton.jit
+def cgemm_kernel(
     a_ptr, b_ptr, c_ptr, M, N, K,
-    s_ab, s_am, s_ak, s_bb, s_bk, s_bn, s_cb, s_cm, s_cn,
+    s_ab, s_am, s_ak, s_ap, s_bb, s_bk, s_bn, s_bp, s_cb, s_cm, s_cn, s_cp,
     CONJ_A: tl.constexpr, CONJ_B: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    pid_b = tl.program_id(0).to(tl.int64)
+    """``C[z] = op(A[z]) @ op(B[z])`` on planar complex operands (imaginary plane at ``+ s_*p``)."""
+    pid_z = tl.program_id(0).to(tl.int64)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
-    a_base = a_ptr + pid_b * s_ab
-    b_base = b_ptr + pid_b * s_bb
+    a_base = a_ptr + pid_z * s_ab
+    b_base = b_ptr + pid_z * s_bb
     acc_r = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_i = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
@@ -88,262 +232,266 @@ def _cmatmul_tile(
         a_off = offs_m[:, None].to(tl.int64) * s_am + offs_k[None, :].to(tl.int64) * s_ak
         a_mask = (offs_m[:, None] < M) & (offs_k[None, :] < K)
         ar = tl.load(a_base + a_off, mask=a_mask, other=0.0)
-        ai = tl.load(a_base + a_off + 1, mask=a_mask, other=0.0)
+        ai = tl.load(a_base + s_ap + a_off, mask=a_mask, other=0.0)
         b_off = offs_k[:, None].to(tl.int64) * s_bk + offs_n[None, :].to(tl.int64) * s_bn
         b_mask = (offs_k[:, None] < K) & (offs_n[None, :] < N)
         br = tl.load(b_base + b_off, mask=b_mask, other=0.0)
-        bi = tl.load(b_base + b_off + 1, mask=b_mask, other=0.0)
+        bi = tl.load(b_base + s_bp + b_off, mask=b_mask, other=0.0)
         if CONJ_A:
             ai = -ai
         if CONJ_B:
             bi = -bi
         acc_r, acc_i = _cdot(ar, ai, br, bi, acc_r, acc_i, PRECISION)
-    c_off = pid_b * s_cb + offs_m[:, None].to(tl.int64) * s_cm + offs_n[None, :].to(tl.int64) * s_cn
+    c_off = pid_z * s_cb + offs_m[:, None].to(tl.int64) * s_cm + offs_n[None, :].to(tl.int64) * s_cn
     c_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(c_ptr + c_off, acc_r, mask=c_mask)
-    tl.store(c_ptr + c_off + 1, acc_i, mask=c_mask)
+    tl.store(c_ptr + c_off + s_cp, acc_i, mask=c_mask)
 
 
-@triton.jit
-def spectral_mix_fwd_kernel(
-    x_ptr, w_ptr, y_ptr, B, C_IN, C_OUT,
-    s_xk, s_xb, s_xi, s_wk, s_wi, s_wo, s_yk, s_yb, s_yo,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
-    _cmatmul_tile(
-        x_ptr, w_ptr, y_ptr, B, C_OUT, C_IN,
-        s_xk, s_xb, s_xi, s_wk, s_wi, s_wo, s_yk, s_yb, s_yo,
-        False, False, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
-    )  # fmt: skip
-
-
-@triton.jit
-def spectral_mix_bwd_kernel(
-    a_ptr, b_ptr, c_ptr, M, N, K,
-    s_ab, s_am, s_ak, s_bb, s_bk, s_bn, s_cb, s_cm, s_cn,
-    CONJ_A: tl.constexpr, CONJ_B: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
-    _cmatmul_tile(
-        a_ptr, b_ptr, c_ptr, M, N, K,
-        s_ab, s_am, s_ak, s_bb, s_bk, s_bn, s_cb, s_cm, s_cn,
-        CONJ_A, CONJ_B, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
-    )  # fmt: skip
+# --------------------------------------------------------------------------------------------- launchers
 
 
 def _kernel_precision(precision: str) -> str:
-    return "bf16_emulated" if precision == "bf16" and triton_interpreted() else precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+    if triton_interpreted():
+        return {"bf16": "bf16_emulated", "tf32": "tf32_emulated", "tf32x3": "ieee"}.get(precision, precision)
+    return precision
 
 
-def _block(n: int) -> int:
-    return max(16, min(64, triton.next_power_of_2(n)))
+def _p2(n: int, lo: int = 16, hi: int = 64) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(max(n, 1))))
 
 
-def _check_pairs(t: torch.Tensor, name: str) -> None:
-    if t.dtype != torch.float32 or t.shape[-1] != 2 or t.stride(-1) != 1:
-        raise ValueError(f"{name}: expected float32 (re, im) pairs with unit stride, got {t.dtype} {tuple(t.shape)}")
+def _tiles(k1: int, m2: int, n2: int) -> tuple[int, int, int, int, int]:
+    """``(BL, BN1, BN2, BK1, BM2)``: the ``[BK1, BM2*BL]`` accumulators stay within 4096 elements per plane
+    (32 registers a thread at 4 warps), so nothing spills."""
+    bk1, bm2 = _p2(k1), _p2(m2)
+    bl = max(1, min(16, 4096 // (bk1 * bm2)))
+    return bl, 16, _p2(n2, 16, 32), bk1, bm2
 
 
-def _weight_view(weight: torch.Tensor) -> torch.Tensor:
-    """``[C_in, C_out, *modes, 2]`` -> ``[C_in, C_out, K, 2]`` without a copy when the mode axes are dense."""
+@functools.lru_cache(maxsize=256)
+def _planar_two_sided(n: int, m: int, norm: str, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``(F [2, 2m, N], F^H [2, N, 2m], G [2, N, 2m], G^H [2, 2m, N])`` as float32 re/im planes."""
+    bases = _two_sided_bases(n, m, norm, torch.float32, device)
+    return tuple(torch.stack([t.real, t.imag]).contiguous() for t in bases)
+
+
+@functools.lru_cache(maxsize=256)
+def _planar_half(n: int, n_out: int, m: int, norm: str, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``(P [2, N, m], P^T [2, m, N], R [2, m, N'], R^T [2, N', m])``: plane 0 the cos, plane 1 the sin terms."""
+    p, _ = _half_forward_bases(n, m, norm, torch.float32, device)
+    r, _ = _half_inverse_bases(n_out, m, norm, torch.float32, device)
+    p_planes = p.view(n, m, 2).permute(2, 0, 1).contiguous()
+    r_planes = r.view(m, 2, n_out).permute(1, 0, 2).contiguous()
+    return p_planes, p_planes.transpose(1, 2).contiguous(), r_planes, r_planes.transpose(1, 2).contiguous()
+
+
+def cgemm(a, b, out, batch, m, n, k, sa, sb, sc, precision, conj_a=False, conj_b=False) -> None:
+    """Launch :func:`cgemm_kernel`; ``sa = (batch, m, k, plane)``, ``sb = (batch, k, n, plane)``,
+    ``sc = (batch, m, n, plane)`` strides in elements."""
+    bm, bn, bk = _p2(m), _p2(n), _p2(k, 16, 32)
+    cgemm_kernel[(batch, triton.cdiv(m, bm), triton.cdiv(n, bn))](
+        a, b, out, m, n, k, *sa, *sb, *sc,
+        CONJ_A=conj_a, CONJ_B=conj_b, PRECISION=_kernel_precision(precision),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )  # fmt: skip
+
+
+def _x_axis(z: torch.Tensor, basis: torch.Tensor, precision: str) -> torch.Tensor:
+    """``[Nin, Q, 2, L]`` planar -> ``[Nout, Q, 2, L]`` by the planar complex ``basis [2, Nout, Nin]``."""
+    n_in, q, _, lead = z.shape
+    n_out = basis.shape[1]
+    out = _empty((n_out, q, 2, lead), z.device)
+    sz, so = z.stride(), out.stride()
+    cgemm(
+        basis, z, out, q, n_out, lead, n_in,
+        (0, basis.stride(1), basis.stride(2), basis.stride(0)), (sz[1], sz[0], sz[3], sz[2]),
+        (so[1], so[0], so[3], so[2]), precision,
+    )  # fmt: skip
+    return out
+
+
+def analysis(x: torch.Tensor, full: tuple[torch.Tensor, ...], half: torch.Tensor, precision: str) -> torch.Tensor:
+    """Real ``[B, C, *grid]`` -> planar kept-mode spectrum ``[K, 2, B*C]`` (modes row-major, as the weight).
+
+    Args:
+        x: float32 ``[B, C, N1, N2]`` or ``[B, C, NX, NY, NT]``, any strides.
+        full: planar two-sided bases ``[2, K_a, N_a]``, one per leading axis.
+        half: planar half-axis basis ``[2, N_last, M]``.
+        precision: one of :data:`PRECISIONS`.
+    """
+    b, c = x.shape[:2]
+    lead = b * c
+    if x.dim() == 4:
+        s, stride_s, (n1, n2), f = 1, 0, x.shape[2:], full[0]
+        strides = x.stride()
+        sx = (strides[0], strides[1], stride_s, strides[2], strides[3])
+    else:
+        s, n1, n2 = x.shape[2:]
+        f = full[1]
+        sx = x.stride()
+    k1, m2 = f.shape[1], half.shape[2]
+    bl, bn1, bn2, bk1, bm2 = _tiles(k1, m2, n2)
+    out = _empty((s, k1, m2, 2, lead), x.device)
+    n_m2 = triton.cdiv(m2, bm2)
+    dft2_analysis_kernel[(triton.cdiv(lead, bl), s, triton.cdiv(k1, bk1) * n_m2)](
+        x, f, half, out, lead, c, n1, n2, k1, m2, n_m2, *sx, *f.stride(), *half.stride(), *out.stride(),
+        PRECISION=_kernel_precision(precision), BL=bl, BN1=bn1, BN2=bn2, BK1=bk1, BM2=bm2,
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )  # fmt: skip
+    if x.dim() == 5:
+        out = _x_axis(out.reshape(s, k1 * m2, 2, lead), full[0], precision)
+    return out.reshape(-1, 2, lead)
+
+
+def synthesis(
+    ys: torch.Tensor, full: tuple[torch.Tensor, ...], half: torch.Tensor, out_shape: tuple[int, ...], precision: str
+) -> torch.Tensor:
+    """Planar kept-mode spectrum ``[K, 2, B*C]`` -> real ``out_shape = [B, C, *grid']``.
+
+    Args:
+        ys: float32 ``[K, 2, L]``.
+        full: planar two-sided inverse bases ``[2, N_a, K_a]``, one per leading axis.
+        half: planar half-axis inverse basis ``[2, M, N'_last]``.
+        out_shape: ``(B, C, N1, N2')`` or ``(B, C, NX, NY, NT')``.
+        precision: one of :data:`PRECISIONS`.
+    """
+    b, c = out_shape[:2]
+    lead = b * c
+    m2, n2 = half.shape[1], half.shape[2]
+    g = full[-1]
+    n1, k1 = g.shape[1], g.shape[2]
+    if len(out_shape) == 5:
+        ys = _x_axis(ys.reshape(full[0].shape[2], -1, 2, lead), full[0], precision)
+    s = ys.numel() // (k1 * m2 * 2 * lead)
+    ys = ys.reshape(s, k1, m2, 2, lead)
+    out = _empty(out_shape, ys.device)
+    so = out.stride()
+    so = (so[0], so[1], 0, so[2], so[3]) if out.dim() == 4 else so
+    bl, bn1, bn2, bk1, bm2 = _tiles(k1, m2, n2)
+    if m2 > bm2:
+        raise ValueError(f"synthesis: at most 64 modes on the last axis, got {m2}")
+    dft2_synthesis_kernel[(triton.cdiv(lead, bl), s, triton.cdiv(n1, bn1))](
+        ys, g, half, out, lead, c, n1, n2, k1, m2, *ys.stride(), *g.stride(), *half.stride(), *so,
+        PRECISION=_kernel_precision(precision), BL=bl, BN1=bn1, BN2=bn2, BK1=bk1, BM2=bm2,
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )  # fmt: skip
+    return out
+
+
+_PACKED: dict[int, tuple[weakref.ref, int, tuple, torch.Tensor]] = {}
+
+
+def packed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``[C_in, C_out, *modes, 2]`` -> ``[K, 2, C_in, C_out]`` float32, cached per tensor and ``_version`` (an
+    optimizer step or ``load_state_dict`` bumps it, so training never reads a stale copy)."""
+    key = id(weight)
+    version = weight._version
+    meta = (tuple(weight.shape), weight.stride(), weight.dtype, weight.device, weight.data_ptr())
+    hit = _PACKED.get(key)
+    if hit is not None and hit[0]() is weight and hit[1] == version and hit[2] == meta:
+        return hit[3]
     c_in, c_out = weight.shape[:2]
-    w = weight if weight.stride(-1) == 1 else weight.contiguous()
-    return w.reshape(c_in, c_out, -1, 2)
+    packed = weight.detach().float().reshape(c_in, c_out, -1, 2).permute(2, 3, 0, 1).contiguous()
+    if len(_PACKED) >= 64:
+        _PACKED.pop(next(iter(_PACKED)))
+    _PACKED[key] = (weakref.ref(weight), version, meta, packed)
+    return packed
 
 
-def mix_fwd(xh: torch.Tensor, weight: torch.Tensor, precision: str = "ieee") -> torch.Tensor:
-    """``Y[k] = X[k] @ W[k]``.
-
-    Args:
-        xh: complex64 ``[K, B, C_in]`` (kept modes first).
-        weight: float32 ``[C_in, C_out, *modes, 2]`` with ``prod(modes) == K``.
-        precision: ``"ieee" | "tf32" | "bf16"`` (bf16 operands, float32 accumulation).
-
-    Returns:
-        complex64 ``[K, B, C_out]``.
-    """
-    n_modes, b, c_in = xh.shape
-    w = _weight_view(weight)
-    if xh.dtype != torch.complex64 or w.shape[0] != c_in or w.shape[2] != n_modes:
-        raise ValueError(f"mix_fwd: xh {tuple(xh.shape)} {xh.dtype} does not match weight {tuple(weight.shape)}")
-    x = torch.view_as_real(xh)
-    _check_pairs(x, "mix_fwd xh")
-    _check_pairs(w, "mix_fwd weight")
-    c_out = w.shape[1]
-    y = _empty((n_modes, b, c_out, 2), xh.device)
-    bm, bn, bk = _block(b), _block(c_out), _block(c_in)
-    grid = (n_modes, triton.cdiv(b, bm), triton.cdiv(c_out, bn))
-    spectral_mix_fwd_kernel[grid](
-        x, w, y, b, c_in, c_out,
-        x.stride(0), x.stride(1), x.stride(2), w.stride(2), w.stride(0), w.stride(1),
-        y.stride(0), y.stride(1), y.stride(2),
-        PRECISION=_kernel_precision(precision), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+def mix(xs: torch.Tensor, wp: torch.Tensor, b: int, precision: str) -> torch.Tensor:
+    """``Y[k] = X[k] @ W[k]``: ``xs [K, 2, B*C_in]``, ``wp [K, 2, C_in, C_out]`` -> ``[K, 2, B*C_out]``."""
+    n_modes, _, c_in, c_out = wp.shape
+    ys = _empty((n_modes, 2, b * c_out), xs.device)
+    lx, ly = xs.shape[2], b * c_out
+    cgemm(
+        xs, wp, ys, n_modes, b, c_out, c_in,
+        (2 * lx, c_in, 1, lx), (2 * c_in * c_out, c_out, 1, c_in * c_out), (2 * ly, c_out, 1, ly), precision,
     )  # fmt: skip
-    return torch.view_as_complex(y)
+    return ys
 
 
-def _launch_bwd(a, b, c, n_modes, m, n, k, sa, sb, sc, conj_a, conj_b, precision) -> None:
-    bm, bn, bk = _block(m), _block(n), _block(k)
-    spectral_mix_bwd_kernel[(n_modes, triton.cdiv(m, bm), triton.cdiv(n, bn))](
-        a, b, c, m, n, k, *sa, *sb, *sc,
-        CONJ_A=conj_a, CONJ_B=conj_b, PRECISION=_kernel_precision(precision), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-    )  # fmt: skip
-
-
-def mix_bwd(
-    gyh: torch.Tensor, xh: torch.Tensor, weight: torch.Tensor, need_x: bool, need_w: bool, precision: str = "ieee"
+def mix_backward(
+    gys: torch.Tensor, xs: torch.Tensor, wp: torch.Tensor, b: int, need_x: bool, need_w: bool, precision: str
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``dX[k] = dY[k] @ W[k]^H`` and ``dW[k] = X[k]^H @ dY[k]``.
-
-    Args:
-        gyh: complex64 ``[K, B, C_out]``.
-        xh: complex64 ``[K, B, C_in]`` saved by the forward.
-        weight: float32 ``[C_in, C_out, *modes, 2]``.
-        need_x: compute ``dX``.
-        need_w: compute ``dW``.
-        precision: as in :func:`mix_fwd`.
-
-    Returns:
-        ``dX`` complex64 ``[K, B, C_in]`` (or None) and ``dW`` float32 in the weight's layout (or None).
-    """
-    n_modes, b, c_out = gyh.shape
-    c_in = xh.shape[2]
-    w = _weight_view(weight)
-    if xh.shape[:2] != gyh.shape[:2] or w.shape[:3] != (c_in, c_out, n_modes):
-        raise ValueError(f"mix_bwd: shapes gy {tuple(gyh.shape)}, x {tuple(xh.shape)}, w {tuple(weight.shape)}")
-    g, x = torch.view_as_real(gyh.contiguous()), torch.view_as_real(xh)
-    for t, name in ((g, "gy"), (x, "xh"), (w, "weight")):
-        _check_pairs(t, f"mix_bwd {name}")
-    g_strides = (g.stride(0), g.stride(1), g.stride(2))
+    """``dX[k] = dY[k] @ W[k]^H`` (``[K, 2, B*C_in]``) and ``dW[k] = X[k]^H @ dY[k]`` (``[K, 2, C_in, C_out]``);
+    dW reduces the batch inside one program, in order: bitwise deterministic."""
+    n_modes, _, c_in, c_out = wp.shape
+    lx, ly = b * c_in, b * c_out
+    wstride = 2 * c_in * c_out
     gx = gw = None
     if need_x:
-        out = _empty((n_modes, b, c_in, 2), gyh.device)
-        # W^H as a [C_out, C_in] operand: the reduction runs over W's output-channel stride.
-        w_h = (w.stride(2), w.stride(1), w.stride(0))
-        _launch_bwd(g, w, out, n_modes, b, c_in, c_out, g_strides, w_h, out.stride()[:3], False, True, precision)
-        gx = torch.view_as_complex(out)
+        gx = _empty((n_modes, 2, lx), gys.device)
+        cgemm(
+            gys, wp, gx, n_modes, b, c_in, c_out,
+            (2 * ly, c_out, 1, ly), (wstride, 1, c_out, c_in * c_out), (2 * lx, c_in, 1, lx), precision, conj_b=True,
+        )  # fmt: skip
     if need_w:
-        out = _empty((c_in, c_out, n_modes, 2), gyh.device)
-        # X^H as a [C_in, B] operand; the whole batch reduces inside one program, in order: deterministic dW.
-        x_h = (x.stride(0), x.stride(2), x.stride(1))
-        out_s = (out.stride(2), out.stride(0), out.stride(1))
-        _launch_bwd(x, g, out, n_modes, c_in, c_out, b, x_h, g_strides, out_s, True, False, precision)
-        gw = out.reshape(weight.shape)
+        gw = _empty((n_modes, 2, c_in, c_out), gys.device)
+        cgemm(
+            xs, gys, gw, n_modes, c_in, c_out, b,
+            (2 * lx, 1, c_in, lx), (2 * ly, c_out, 1, ly), (wstride, c_out, 1, c_in * c_out), precision, conj_a=True,
+        )  # fmt: skip
     return gx, gw
 
 
-@triton.jit
-def spectral_fused_fwd_kernel(
-    z_ptr, f_ptr, w_ptr, y_ptr, N_AXIS, R, B, C_IN, C_OUT,
-    s_zn, s_zr, s_zb, s_zi, s_fk, s_fn, s_wk, s_wi, s_wo, s_yk, s_yb, s_yo,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
-    """One kept mode ``k = k_a * R + r`` per program: DFT over the leading axis, then the channel mixing."""
-    k = tl.program_id(0).to(tl.int64)
-    k_a = k // R
-    r = k % R
-    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc_r = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc_i = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, C_IN, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        z_off = r * s_zr + offs_m[:, None].to(tl.int64) * s_zb + offs_k[None, :].to(tl.int64) * s_zi
-        z_mask = (offs_m[:, None] < B) & (offs_k[None, :] < C_IN)
-        xr = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-        xi = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
-        for n in range(0, N_AXIS):
-            fr = tl.load(f_ptr + k_a * s_fk + n * s_fn)
-            fi = tl.load(f_ptr + k_a * s_fk + n * s_fn + 1)
-            zr = tl.load(z_ptr + n * s_zn + z_off, mask=z_mask, other=0.0)
-            zi = tl.load(z_ptr + n * s_zn + z_off + 1, mask=z_mask, other=0.0)
-            xr += fr * zr - fi * zi
-            xi += fr * zi + fi * zr
-        w_off = k * s_wk + offs_k[:, None].to(tl.int64) * s_wi + offs_n[None, :].to(tl.int64) * s_wo
-        w_mask = (offs_k[:, None] < C_IN) & (offs_n[None, :] < C_OUT)
-        wr = tl.load(w_ptr + w_off, mask=w_mask, other=0.0)
-        wi = tl.load(w_ptr + w_off + 1, mask=w_mask, other=0.0)
-        acc_r, acc_i = _cdot(xr, xi, wr, wi, acc_r, acc_i, PRECISION)
-    y_off = k * s_yk + offs_m[:, None].to(tl.int64) * s_yb + offs_n[None, :].to(tl.int64) * s_yo
-    y_mask = (offs_m[:, None] < B) & (offs_n[None, :] < C_OUT)
-    tl.store(y_ptr + y_off, acc_r, mask=y_mask)
-    tl.store(y_ptr + y_off + 1, acc_i, mask=y_mask)
+# --------------------------------------------------------------------------------------------- autograd
 
 
-def _fused_mix(z: torch.Tensor, f: torch.Tensor, weight: torch.Tensor, b: int, precision: str) -> torch.Tensor:
-    """``z`` complex ``[N_a, *rest, B*C_in]`` (leading axis not yet transformed), ``f`` complex ``[K_a, N_a]``;
-    returns the mixed spectrum complex ``[K_a, *rest, B*C_out]``."""
-    n_axis, rest = z.shape[0], z.shape[1:-1]
-    c_in = z.shape[-1] // b
-    w = _weight_view(weight)
-    c_out, n_modes = w.shape[1], w.shape[2]
-    zr = torch.view_as_real(z.contiguous()).reshape(n_axis, -1, b, c_in, 2)
-    fr = torch.view_as_real(f.contiguous())
-    r = zr.shape[1]
-    if f.shape[1] != n_axis or f.shape[0] * r != n_modes or w.shape[0] != c_in:
-        raise ValueError(f"fused forward: z {tuple(z.shape)}, basis {tuple(f.shape)}, weight {tuple(weight.shape)}")
-    for t, name in ((zr, "z"), (fr, "basis"), (w, "weight")):
-        _check_pairs(t, f"fused forward {name}")
-    y = _empty((n_modes, b, c_out, 2), z.device)
-    bm, bn, bk = _block(b), _block(c_out), _block(c_in)
-    spectral_fused_fwd_kernel[(n_modes, triton.cdiv(b, bm), triton.cdiv(c_out, bn))](
-        zr, fr, w, y, n_axis, r, b, c_in, c_out,
-        zr.stride(0), zr.stride(1), zr.stride(2), zr.stride(3), fr.stride(0), fr.stride(1),
-        w.stride(2), w.stride(0), w.stride(1), y.stride(0), y.stride(1), y.stride(2),
-        PRECISION=_kernel_precision(precision), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-    )  # fmt: skip
-    return torch.view_as_complex(y).reshape(f.shape[0], *rest, b * c_out)
+def _bases(grid: tuple[int, ...], modes: tuple[int, ...], n_out: int, norm: str, device: torch.device) -> dict:
+    full = [_planar_two_sided(n, m, norm, device) for n, m in zip(grid[:-1], modes[:-1])]
+    p, pt, r, rt = _planar_half(grid[-1], n_out, modes[-1], norm, device)
+    return {
+        "fwd": (tuple(f[0] for f in full), p),
+        "inv": (tuple(f[2] for f in full), r),
+        "inv_adj": (tuple(f[3] for f in full), rt),
+        "fwd_adj": (tuple(f[1] for f in full), pt),
+    }
 
 
-def spectral_conv_fused_forward(
-    x: torch.Tensor, weight: torch.Tensor, n_out: int, norm: str, precision: str = "ieee"
-) -> torch.Tensor:
-    """Inference forward (no autograd) with the first axis's DFT fused into the mixing kernel.
+class TritonSpectralConv(torch.autograd.Function):
+    """Fused truncated DFT -> tensor-core mixing -> fused inverse; the backward runs the adjoint kernels."""
 
-    Args:
-        x: float32 ``[B, C_in, *full_axes, N]``.
-        weight: float32 ``[C_in, C_out, *2m_full, m, 2]``.
-        n_out: output length of the last axis.
-        norm: FFT normalisation.
-        precision: ``"ieee" | "tf32" | "bf16"``.
+    @staticmethod
+    def forward(ctx, x, weight, n_out, norm, precision):  # noqa: D102
+        modes, _ = check_modes(x, weight, n_out, norm, spatial_dims=x.dim() - 2)
+        b, c_in, grid = x.shape[0], x.shape[1], tuple(x.shape[2:])
+        c_out = weight.shape[1]
+        bases = _bases(grid, modes, n_out, norm, x.device)
+        xs = analysis(x, *bases["fwd"], precision)
+        wp = packed_weight(weight)
+        ys = mix(xs, wp, b, precision)
+        y = synthesis(ys, *bases["inv"], (b, c_out, *grid[:-1], n_out), precision)
+        ctx.save_for_backward(xs, wp)
+        ctx.meta = (b, c_in, grid, bases, precision, tuple(weight.shape))
+        return y
 
-    Returns:
-        ``[B, C_out, *full_axes, n_out]``.
-    """
-    modes, _ = check_modes(x, weight, n_out, norm, spatial_dims=x.dim() - 2)
-    b, c_in, grid = x.shape[0], x.shape[1], tuple(x.shape[2:])
-    c_out = weight.shape[1]
-    bases = spectral_bases(grid, modes, n_out, norm, x.dtype, x.device)
-    z = analysis(x.reshape(b * c_in, *grid), bases.half_fwd, bases.full_fwd, first_axis=1)
-    yh = _fused_mix(z, bases.full_fwd[0], weight, b, precision)
-    y = synthesis(yh, bases.half_inv, bases.full_inv)
-    return y.reshape(b, c_out, *grid[:-1], n_out)
-
-
-def _mixer_name(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
-    return f"triton-{precision}"
-
-
-for _p in PRECISIONS:
-    register_mixer(
-        _mixer_name(_p),
-        lambda xh, weight, _p=_p: mix_fwd(xh, weight, _p),
-        lambda gyh, xh, weight, need_x, need_w, _p=_p: mix_bwd(gyh, xh, weight, need_x, need_w, _p),
-    )
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):  # noqa: D102
+        xs, wp = ctx.saved_tensors
+        b, c_in, grid, bases, precision, wshape = ctx.meta
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gys = analysis(gy, *bases["inv_adj"], precision)
+        gxs, gwp = mix_backward(gys, xs, wp, b, need_x, need_w, precision)
+        gx = synthesis(gxs, *bases["fwd_adj"], (b, c_in, *grid), precision) if need_x else None
+        gw = None
+        if need_w:
+            k = wp.shape[0]
+            gw = gwp.permute(2, 3, 0, 1).reshape(wshape[0], wshape[1], k, 2).reshape(wshape).contiguous()
+        return gx, gw, None, None, None
 
 
-def _run(
-    x: torch.Tensor, weight: torch.Tensor, out_last: int | None, norm: str, precision: str, fused: bool, dims: int
-) -> torch.Tensor:
-    _, n_out = check_modes(x, weight, out_last, norm, spatial_dims=dims)
+def _run(x: torch.Tensor, weight: torch.Tensor, out_last: int | None, norm: str, precision: str, dims: int):
+    modes, n_out = check_modes(x, weight, out_last, norm, spatial_dims=dims)
+    _kernel_precision(precision)
     if x.dtype != torch.float32 or weight.dtype != torch.float32:
         raise ValueError(f"the Triton spectral conv takes float32 (got x {x.dtype}, weight {weight.dtype})")
-    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if fused and not grad:
-        return spectral_conv_fused_forward(x, weight, n_out, norm, precision)
-    return SpectralConvFunction.apply(x, weight, n_out, norm, _mixer_name(precision))
+    if modes[-1] > 64:
+        raise ValueError(f"the Triton spectral conv keeps at most 64 modes on the last axis, got {modes[-1]}")
+    return TritonSpectralConv.apply(x, weight, n_out, norm, precision)
 
 
 def spectral_conv2d_triton(
@@ -353,22 +501,24 @@ def spectral_conv2d_triton(
     norm: str = "backward",
     *,
     precision: str = "ieee",
-    fused: bool = False,
+    fused: bool = True,
 ) -> torch.Tensor:
-    """2-D spectral convolution: GEMM transforms, Triton per-mode mixing (same math as the reference).
+    """2-D spectral convolution on the Triton kernels (same math as the reference).
 
     Args:
         x: float32 ``[B, C_in, N1, N2]``.
         weight: float32 ``[C_in, C_out, 2*m1, m2, 2]``.
         out_last: output length of the last axis, default ``N2``.
         norm: ``"backward" | "forward" | "ortho"``.
-        precision: ``tl.dot`` inputs: ``"ieee"`` (parity), ``"tf32"`` or ``"bf16"`` (float32 accumulation).
-        fused: without autograd, fuse the first axis's DFT into the mixing kernel (unmeasured on GPU).
+        precision: ``tl.dot`` operands: ``"ieee"`` (fp32 FMA), ``"tf32"`` (tensor cores; the public dispatcher's
+            CUDA default), ``"tf32x3"`` or ``"bf16"``; float32 accumulation always.
+        fused: accepted for compatibility; the transforms are always fused now.
 
     Returns:
         ``[B, C_out, N1, out_last]``.
     """
-    return _run(x, weight, out_last, norm, precision, fused, 2)
+    del fused
+    return _run(x, weight, out_last, norm, precision, 2)
 
 
 def spectral_conv3d_triton(
@@ -378,9 +528,9 @@ def spectral_conv3d_triton(
     norm: str = "backward",
     *,
     precision: str = "ieee",
-    fused: bool = False,
+    fused: bool = True,
 ) -> torch.Tensor:
-    """3-D (x, y, t) spectral convolution: GEMM transforms, Triton per-mode mixing.
+    """3-D (x, y, t) spectral convolution on the Triton kernels.
 
     Args:
         x: float32 ``[B, C_in, NX, NY, NT]``.
@@ -388,9 +538,15 @@ def spectral_conv3d_triton(
         out_last: output length of the t axis, default ``NT``.
         norm: ``"backward" | "forward" | "ortho"``.
         precision: as in :func:`spectral_conv2d_triton`.
-        fused: as in :func:`spectral_conv2d_triton`.
+        fused: accepted for compatibility.
 
     Returns:
         ``[B, C_out, NX, NY, out_last]``.
     """
-    return _run(x, weight, out_last, norm, precision, fused, 3)
+    del fused
+    return _run(x, weight, out_last, norm, precision, 3)
+
+
+def kept_modes(weight_shape: tuple[int, ...]) -> int:
+    """Number of kept modes ``K`` of a weight ``[C_in, C_out, *modes, 2]``."""
+    return math.prod(weight_shape[2:-1])
