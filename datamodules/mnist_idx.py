@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from stpred.atomic import atomic_output
 from stpred.errors import UserError
 
 __all__ = [
@@ -205,6 +206,19 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+class _Rejected(Exception):
+    """The downloaded bytes failed the check (the temporary file is then removed)."""
+
+
+def _fetch(url: str, out: Path, timeout: float) -> None:
+    with open(out, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
+        size = response.headers.get("Content-Length") if hasattr(response, "headers") else None
+        with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, desc=out.name, leave=False) as bar:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                f.write(chunk)
+                bar.update(len(chunk))
+
+
 def download_url(
     urls: list[str] | tuple[str, ...],
     dest: str | os.PathLike,
@@ -214,8 +228,9 @@ def download_url(
 ) -> Path:
     """Download the first URL that works into ``dest``, atomically, after ``check`` accepted the bytes.
 
-    The bytes go to a temporary file beside ``dest`` and are renamed over it only once ``check(temp_path)`` is
-    true, so an interrupted or corrupt download never leaves a half-written ``dest``.
+    The bytes go to a temporary file beside ``dest`` (:func:`stpred.atomic.atomic_output`) and are renamed over it
+    only once ``check(temp_path)`` is true, so an interrupted or corrupt download never leaves a half-written ``dest``
+    nor a temporary file.
 
     Args:
         urls: candidate URLs, tried in order.
@@ -233,20 +248,16 @@ def download_url(
     dest.parent.mkdir(parents=True, exist_ok=True)
     reason = "no URL given"
     for url in urls:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    out.write(chunk)
-            if check(tmp):
-                os.replace(tmp, dest)
-                return dest
+            with atomic_output(dest) as tmp:
+                _fetch(url, tmp, timeout)
+                if not check(tmp):
+                    raise _Rejected
+            return dest
+        except _Rejected:
             reason = f"{url}: checksum mismatch"
         except (urllib.error.URLError, OSError, TimeoutError, ValueError) as e:
             reason = f"{url}: {_one_line(e)}"
-        finally:
-            tmp.unlink(missing_ok=True)
     raise UserError(f"could not download {dest.name} into {dest.parent} ({reason})")
 
 

@@ -70,6 +70,7 @@ __all__ = [
     "load_flow_series",
     "parse_stamps",
     "read_flow_file",
+    "slot_seconds",
     "split_windows",
     "window_starts",
 ]
@@ -80,6 +81,7 @@ DEFAULT_FILES = "BJ*_M32x32_T30_InOut.h5"
 #: (C, H, W) of TaxiBJ: what :meth:`TaxiBJDataModule.shapes_from_config` answers when no file is there to ask.
 TAXIBJ_GRID = (2, 32, 32)
 NPZ_KEYS = ("X_train", "Y_train", "X_test", "Y_test")
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 #: Tolerance on OpenSTL's [-1, 1] range when validating an npz.
 NPZ_RANGE_TOL = 1e-3
 
@@ -121,6 +123,14 @@ def parse_stamps(stamps: Sequence[bytes | str], slots_per_day: int, source: str 
             )
         out[i] = day * slots_per_day + slot - 1
     return out
+
+
+def slot_seconds(slots: np.ndarray | int, slots_per_day: int) -> np.ndarray:
+    """Unix times (int64 seconds) of the starts of absolute slots: slot ``SS`` of a day starts at
+    ``(SS - 1) * 24 h / slots_per_day`` after midnight. The stamps carry no zone (TaxiBJ's are Beijing time); they
+    are read as UTC, the batch ``"time"`` convention of ``datamodules/base.py``."""
+    day, s = np.divmod(np.asarray(slots, dtype=np.int64), slots_per_day)
+    return (day - _EPOCH_ORDINAL) * 86_400 + s * 86_400 // slots_per_day
 
 
 def format_stamp(slot: int, slots_per_day: int) -> str:
@@ -299,14 +309,23 @@ class FlowWindows(Dataset):
         starts: ``[N]`` start index of each window in ``frames``.
         t_in: input frames.
         t_out: target frames.
+        slots_per_day: slots in a day (for the Unix times of the slots).
         flip: mirror a window left-right with probability 1/2 (training augmentation).
     """
 
     def __init__(
-        self, frames: torch.Tensor, slots: np.ndarray, starts: np.ndarray, t_in: int, t_out: int, flip: bool = False
+        self,
+        frames: torch.Tensor,
+        slots: np.ndarray,
+        starts: np.ndarray,
+        t_in: int,
+        t_out: int,
+        slots_per_day: int = 48,
+        flip: bool = False,
     ) -> None:
         self.frames = frames
         self.slots = slots
+        self.seconds = slot_seconds(slots, slots_per_day)
         self.starts = np.asarray(starts, dtype=np.int64)
         self.t_in = t_in
         self.t_out = t_out
@@ -316,11 +335,12 @@ class FlowWindows(Dataset):
         return len(self.starts)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """``{"x": [T_in, C, H, W], "y": [T_out, C, H, W], "time": slot of the first input frame, "index"}``."""
+        """``{"x": [T_in, C, H, W], "y": [T_out, C, H, W], "time": [], "index"}``; ``time`` is the int64 Unix time
+        of the first input frame's slot start (:func:`slot_seconds`)."""
         s = int(self.starts[index])
         window = self.frames[s : s + self.t_in + self.t_out]
         x, y = _maybe_flip(window[: self.t_in], window[self.t_in :], self.flip)
-        return {"x": x, "y": y, "time": int(self.slots[s]), "index": int(index)}
+        return {"x": x, "y": y, "time": torch.tensor(int(self.seconds[s]), dtype=torch.int64), "index": int(index)}
 
 
 class PairedWindows(Dataset):
@@ -510,8 +530,9 @@ class TaxiBJDataModule(ForecastDataModule):
         self.sources = [str(p) for p in paths]
         for split, split_starts in windows.items():
             self.datasets[split] = FlowWindows(
-                frames, series.slots, split_starts, self.t_in, self.t_out, flip=self.flip and split == "train"
-            )
+                frames, series.slots, split_starts, self.t_in, self.t_out, self.slots_per_day,
+                flip=self.flip and split == "train",
+            )  # fmt: skip
             self.split_info[split] = self._window_info(series.slots, split_starts, length)
         self.split_info["val"]["period_start"] = format_stamp(bounds["val"], self.slots_per_day)
         self.split_info["test"]["period_start"] = format_stamp(bounds["test"], self.slots_per_day)

@@ -140,9 +140,9 @@ class _Block:
 class WeatherWindows(Dataset):
     """Forecast windows over one split.
 
-    Each item is ``{"x": [t_in, C, H, W], "y": [t_out, C, H, W], "time": [t_in + t_out], "index": []}``:
-    normalised float32 frames, the frames' time stamps as int64 seconds since 1970-01-01 UTC, and the window
-    number.
+    Each item is ``{"x": [t_in, C, H, W], "y": [t_out, C, H, W], "time": [], "index": []}``: normalised float32
+    frames, the Unix time (int64 seconds, UTC) of the first input frame (the convention of ``datamodules/base.py``;
+    :meth:`window_times` gives every frame's stamp), and the window number.
 
     Args:
         block: the split's frames.
@@ -182,7 +182,7 @@ class WeatherWindows(Dataset):
         return {
             "x": window[: self.t_in],
             "y": window[self.t_in :],
-            "time": torch.from_numpy(self.seconds[start : stop : self.step].copy()),
+            "time": torch.tensor(int(self.seconds[start]), dtype=torch.int64),
             "index": torch.tensor(index),
         }
 

@@ -131,7 +131,7 @@ def test_windows_have_the_published_shape_and_batches_are_float32(dm):
     assert dm.in_shape == (4, 2, 32, 32) and dm.out_frames == 4
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (16, 4, 2, 32, 32) and batch["y"].shape == (16, 4, 2, 32, 32)
-    assert batch["x"].dtype == torch.float32 and batch["time"].shape == (16,)
+    assert batch["x"].dtype == torch.float32 and batch["time"].shape == (16,) and batch["time"].dtype == torch.int64
 
 
 def test_every_window_is_eight_consecutive_slots_and_all_such_runs_are_used(dm, taxibj):
@@ -142,7 +142,9 @@ def test_every_window_is_eight_consecutive_slots_and_all_such_runs_are_used(dm, 
             got = window_stamps(dm, split, i, stamps)
             times = [stamp_time(s) for s in got]
             assert all(b - a == dt.timedelta(minutes=30) for a, b in zip(times, times[1:])), got
-            assert format_stamp(dm.datasets[split][i]["time"], 48) == got[0]
+            # "time": Unix seconds of the first input frame's slot start, the naive stamp read as UTC
+            expected = stamp_time(got[0]).replace(tzinfo=dt.timezone.utc).timestamp()
+            assert dm.datasets[split][i]["time"].item() == expected
             seen.append((split, got))
     starts = [g[0] for _, g in seen]
     assert len(set(starts)) == len(starts)
@@ -279,8 +281,7 @@ def test_bikenyc_like_hourly_16x8_files(tmp_path):
     windows = [(ds, i) for ds in module.datasets.values() for i in range(len(ds))]
     assert len(windows) == 10 * 24 - 7 - 14
     for ds, i in windows:
-        slot = ds[i]["time"]
-        first = stamp_time(format_stamp(slot, 24), 24)
+        first = dt.datetime.fromtimestamp(ds[i]["time"].item(), dt.timezone.utc).replace(tzinfo=None)
         assert first >= dt.datetime(2014, 4, 1) and first + dt.timedelta(hours=7) <= dt.datetime(2014, 4, 10, 23)
     assert module.metadata()["splits"]["test"]["first_window"] == "2014040801"
 

@@ -63,7 +63,7 @@ def test_uk_shapes_and_window_counts(uk, uk_path):
     assert uk.in_shape == (12, 1, 32, 48) and uk.out_frames == 12
     batch = next(iter(uk.train_dataloader()))
     assert batch["x"].shape == (16, 12, 1, 32, 48) and batch["y"].shape == (16, 12, 1, 32, 48)
-    assert batch["x"].dtype == torch.float32 and batch["time"].shape == (16, 24)
+    assert batch["x"].dtype == torch.float32 and batch["time"].shape == (16,) and batch["time"].dtype == torch.int64
     hours = {"train": 21 * 24, "val": 4 * 24, "test": 6 * 24}
     meta = uk.metadata()
     for split, n in hours.items():
@@ -76,13 +76,17 @@ def test_uk_windows_stay_inside_their_disjoint_periods(uk):
     seen = {}
     for split in ("train", "val", "test"):
         lo, hi = (np.datetime64(uk.metadata()["splits"][split][k]) for k in ("start", "end"))
-        stamps = set()
-        for batch in DataLoader(uk.datasets[split], batch_size=64):
-            t = batch["time"].numpy().astype("datetime64[s]")
-            assert np.all(np.diff(t, axis=1) == HOUR), "frames of a window must be consecutive hours"
+        ds, stamps = uk.datasets[split], set()
+        for i in range(len(ds)):
+            t = ds.window_times(i).astype("datetime64[s]")
+            assert np.all(np.diff(t) == HOUR), "frames of a window must be consecutive hours"
             assert t.min() >= lo and t.max() <= hi, f"{split} window outside {lo}..{hi}"
-            stamps.update(t.ravel().tolist())
+            stamps.update(t.tolist())
         seen[split] = stamps
+        # batch "time": the first input frame's stamp in Unix seconds
+        first = next(iter(DataLoader(ds, batch_size=64)))["time"]
+        expected = [ds.window_times(i)[0].astype("datetime64[s]").astype(np.int64) for i in range(64)]
+        assert first.tolist() == [int(v) for v in expected]
     assert not seen["train"] & seen["val"] and not seen["train"] & seen["test"] and not seen["val"] & seen["test"]
     assert min(seen["val"]) == np.datetime64("2019-03-22T00:00").astype(object)
     assert max(seen["test"]) == np.datetime64("2019-03-31T23:00").astype(object)
@@ -99,7 +103,8 @@ def test_uk_statistics_come_from_the_training_period_only(uk, uk_path):
     assert abs(meta["std"][0] - float(block.std())) > 0.01
     # A sample de-normalises to the file's values at its time stamps.
     item = uk.datasets["test"][7]
-    stamps = item["time"].numpy().astype("datetime64[s]")
+    stamps = uk.datasets["test"].window_times(7)
+    assert item["time"].item() == pd.Timestamp(stamps[0]).timestamp()
     expected = block.sel(time=stamps.astype("datetime64[ns]")).to_numpy()
     frames = torch.cat([item["x"], item["y"]])[:, 0].double().numpy() * meta["std"][0] + meta["mean"][0]
     np.testing.assert_allclose(frames, expected, rtol=0, atol=1e-4)
@@ -249,7 +254,7 @@ def test_wb1_layout_levels_and_values_in_place(tmp_path, descending):
     # Window 5 of val (2017) starts at 05:00: every value as written, channel by channel.
     item = dm.datasets["val"][5]
     frames = torch.cat([item["x"], item["y"]]).numpy()
-    assert item["time"][0].item() == pd.Timestamp("2017-01-01T05:00").timestamp()
+    assert item["time"].item() == pd.Timestamp("2017-01-01T05:00").timestamp()
     hours = slice(5, 12)
     np.testing.assert_array_equal(frames[:, 0], truth["t2m"][2017][hours])
     np.testing.assert_array_equal(frames[:, 1], truth["t"][2017][hours, 1])  # 850 hPa is the file's second level
@@ -323,7 +328,7 @@ def test_wb2_zarr_is_transposed_to_lat_lon(tmp_path):
     assert meta["latitude"] == LAT.tolist() and meta["latitude_order"] == "ascending"
     assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [28 - 3, 8 - 3, 4 - 3]
     item = dm.datasets["val"][2]  # starts 2020-01-08T12 = stamp 30
-    assert item["time"][0].item() == pd.Timestamp("2020-01-08T12:00").timestamp()
+    assert item["time"].item() == pd.Timestamp("2020-01-08T12:00").timestamp()
     row, col = int(np.flatnonzero(LAT == -42.1875)[0]), int(np.flatnonzero(LON == 101.25)[0])
     assert item["x"][1, 0, row, col].item() == t2m[31, col, row]
     assert item["y"][0, 1, row, col].item() == temp[32, 1, col, row]
