@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +30,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from stpred.datamodules.base import ForecastDataModule
+from stpred.atomic import atomic_output
+from stpred.datamodules.base import DataShapes, ForecastDataModule
 from stpred.datamodules.mat_io import mat_field_names, mat_field_shape, read_fno_trajectories, read_mat_field
 from stpred.errors import UserError, check
 from stpred.physics.navier_stokes import NavierStokes2D, default_dt, sample_grf, spectral_resize
@@ -97,7 +97,8 @@ def generate_navier_stokes(
     """Generate ``n`` trajectories and write them atomically to the HDF5 file ``path`` (layout in the module doc).
 
     Args:
-        path: the final file; written as ``<path>.<pid>.tmp`` first and renamed when complete.
+        path: the final file; written to a temporary file beside it and renamed when complete
+            (:func:`stpred.atomic.atomic_output`: an error, Ctrl-C or SIGTERM leaves neither).
         n: trajectories.
         n_frames: frames per trajectory, at ``t = frame_dt, 2 frame_dt, ...``.
         frame_dt: time between frames.
@@ -123,11 +124,10 @@ def generate_navier_stokes(
     )
     times = [frame_dt * (j + 1) for j in range(n_frames)]
     batches = [(lo, min(n, lo + gen_batch_size)) for lo in range(0, n, gen_batch_size)]
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(batches) * solver.num_steps(times), desc="navier-stokes", unit="step", disable=not progress)
     try:
-        with h5py.File(tmp, "w") as f:
+        with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
             u = f.create_dataset("u", (n, n_frames, resolution, resolution), dtype="f4")
             a = f.create_dataset("a", (n, resolution, resolution), dtype="f4")
             f.create_dataset("t", data=np.asarray(times, dtype=np.float64))
@@ -140,11 +140,8 @@ def generate_navier_stokes(
                 w0_hat = torch.fft.rfft2(w0.to(dtype=torch.float64))
                 a[lo:hi] = spectral_resize(w0_hat, solver_resolution, resolution).float().numpy()
                 u[lo:hi] = frames.cpu().float().numpy()
-        os.replace(tmp, path)
     finally:
         bar.close()
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -413,6 +410,17 @@ class NavierStokesDataModule(ForecastDataModule):
             self.datasets[split] = NavierStokesWindows(normed, self.t_in, self.t_out, starts)
 
     # -- contract ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def shapes_from_config(cls, cfg: Any) -> DataShapes:
+        """``(t_in, 1, r, r)`` -> ``t_out``; ``r`` is ``resolution``, or the grid in the header of ``file``."""
+        t_in, t_out = int(cls.config_value(cfg, "t_in")), int(cls.config_value(cfg, "t_out"))
+        file = cls.config_value(cfg, "file")
+        if file is None:
+            h = w = int(cls.config_value(cfg, "resolution"))
+        else:
+            _, h, w, _ = _u_shape(Path(file))
+        return DataShapes("forecast", (t_in, 1, int(h), int(w)), out_frames=t_out)
+
     def _grid(self) -> tuple[int, int]:
         if self._shape is None:
             raise RuntimeError("NavierStokesDataModule: call setup() before reading in_shape or metadata()")
