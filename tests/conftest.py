@@ -54,6 +54,31 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: its batches are tiny and intra-op threads only contend on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def kinetics_clips(shared_data: Path) -> dict[str, Path]:
+    """The two real Kinetics clips of the shared data, by class name."""
+    video = shared_data / "video"
+    return {
+        "arm wrestling": video / "kinetics_arm_wrestling.mp4",
+        "cleaning pool": video / "kinetics_cleaning_pool.mp4",
+    }
+
+
+@pytest.fixture(scope="session")
+def kinetics_label_map(shared_data: Path) -> Path:
+    """The real Kinetics-400 label map (400 class names, one a line)."""
+    return shared_data / "video" / "label_map_k400.txt"
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

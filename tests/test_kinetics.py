@@ -19,6 +19,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
+from _datafiles import ARM, POOL, assert_one_line, make_cvdf
 from _hydra import compose_config
 
 from stpred.datamodules import METADATA_KEYS
@@ -33,41 +34,17 @@ from stpred.datamodules.kinetics import (
 from stpred.datamodules.video_io import read_clip
 from stpred.errors import UserError
 
-ARM, POOL = "arm wrestling", "cleaning pool"
-CSV_HEADER = "label,youtube_id,time_start,time_end,split,is_cc"
 SMALL = {"short_side": 64, "crop_size": 56, "num_frames": 8, "frame_stride": 4, "batch_size": 2}
 
 
 @pytest.fixture(scope="module")
-def clips(shared_data: Path) -> dict[str, Path]:
-    video = shared_data / "video"
-    return {ARM: video / "kinetics_arm_wrestling.mp4", POOL: video / "kinetics_cleaning_pool.mp4"}
+def clips(kinetics_clips: dict[str, Path]) -> dict[str, Path]:
+    return kinetics_clips
 
 
 @pytest.fixture(scope="module")
-def label_map(shared_data: Path) -> list[str]:
-    return (shared_data / "video" / "label_map_k400.txt").read_text().splitlines()
-
-
-def make_cvdf(root: Path, clips, splits: dict[str, list[tuple[str, str]]], header=CSV_HEADER, own=()) -> Path:
-    """``root/annotations/<split>.csv`` and ``root/<split>/<id>_<start>_<end>.mp4`` symlinks, columns by ``header``.
-
-    Clip ``k`` of a split spans seconds ``10k .. 10k + 10``; ids in ``own`` get no file (the test writes it).
-    """
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    columns = header.split(",")
-    for split, rows in splits.items():
-        (root / split).mkdir(exist_ok=True)
-        lines = [header]
-        for k, (label, youtube_id) in enumerate(rows):
-            start, end = 10 * k, 10 * k + 10
-            values = {"label": label, "youtube_id": youtube_id, "time_start": str(start), "time_end": str(end)}
-            values.update(split=split, is_cc="0")
-            lines.append(",".join(f'"{values[c]}"' if c == "label" else values[c] for c in columns))
-            if label in clips and youtube_id not in own:
-                os.symlink(clips[label], root / split / f"{youtube_id}_{start:06d}_{end:06d}.mp4")
-        (root / "annotations" / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    return root
+def label_map(kinetics_label_map: Path) -> list[str]:
+    return kinetics_label_map.read_text().splitlines()
 
 
 SPLITS = {
@@ -373,10 +350,18 @@ def test_all_unreadable_is_one_user_error(tmp_path, clips):
     "option,task,in_shape",
     [("kinetics", "classify", (16, 3, 224, 224)), ("kinetics_forecast", "forecast", (4, 3, 256, 256))],
 )
-def test_configs_build_the_datamodule(cvdf_root, tmp_path, option, task, in_shape):
-    cfg = compose_config("train", [f"data={option}", f"paths.output_dir={tmp_path}", f"data.root={cvdf_root}"])
+def test_configs_build_the_datamodule(cvdf_root, kinetics_label_map, tmp_path, option, task, in_shape):
+    overrides = [f"data={option}", f"paths.output_dir={tmp_path}", f"data.root={cvdf_root}"]
+    cfg = compose_config("train", [*overrides, f"data.label_map={kinetics_label_map}"])
     assert cfg.data._target_ == "stpred.datamodules.kinetics.KineticsDataModule"
     dm = hydra.utils.instantiate(cfg.data)
     assert dm.task == task and dm.in_shape == in_shape
     dm.setup()
     assert dm.metadata()["sizes"] == {"train": 4, "val": 2, "test": 2}
+    if task == "classify":
+        # data.num_classes (400 in the config) is checked against the classes the data has: here only 2
+        # without the label map
+        two = hydra.utils.instantiate(compose_config("train", overrides).data)
+        with pytest.raises(UserError) as err:
+            two.setup()
+        assert_one_line(err, "data.num_classes=400", "2 classes", "data.num_classes=2")

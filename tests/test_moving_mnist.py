@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _datafiles import assert_one_line
 
 from stpred.datamodules.base import METADATA_KEYS
 from stpred.datamodules.mnist_idx import (
@@ -49,21 +50,7 @@ def _write_idx(path: Path, arr: np.ndarray, magic: int, gz: bool) -> Path:
     return path
 
 
-def _assert_one_line(err: pytest.ExceptionInfo, *needles: str) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    for needle in needles:
-        assert needle in msg, (needle, msg)
-    return msg
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Batches are tiny; intra-op threads only contend on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -103,19 +90,19 @@ def test_idx_errors_are_one_clear_line(tmp_path: Path) -> None:
     bad.write_bytes(gzip.compress((1234).to_bytes(4, "big") + bytes(20)))
     with pytest.raises(UserError) as err:
         read_idx(bad)
-    _assert_one_line(err, str(bad), "magic 1234", "2051", "2049")
+    assert_one_line(err, str(bad), "magic 1234", "2051", "2049")
     truncated = tmp_path / "trunc"
     truncated.write_bytes(_idx_bytes(images, 2051)[:-10])
     with pytest.raises(UserError) as err:
         read_idx(truncated)
-    _assert_one_line(err, "truncated", str(images.size - 10))
+    assert_one_line(err, "truncated", str(images.size - 10))
     labels = _write_idx(tmp_path / "labels", np.zeros(3, np.uint8), 2049, gz=False)
     with pytest.raises(UserError) as err:
         read_idx_images(labels)
-    _assert_one_line(err, "images")
+    assert_one_line(err, "images")
     with pytest.raises(UserError) as err:
         read_idx(tmp_path / "missing.gz")
-    _assert_one_line(err, "missing.gz", "data.root")
+    assert_one_line(err, "missing.gz", "data.root")
 
 
 def test_shared_t10k_is_real_mnist(mnist_dir: Path, t10k: np.ndarray) -> None:
@@ -143,19 +130,19 @@ def test_download_is_checksummed_and_atomic(tmp_path: Path, mnist_dir: Path) -> 
 
     with pytest.raises(UserError) as err:
         download_mnist_file(tmp_path / "dest2", "t10k-images-idx3-ubyte", mirrors=(f"file://{corrupt}/",))
-    _assert_one_line(err, "checksum mismatch", "data.root=", "STPRED_DATA")
+    assert_one_line(err, "checksum mismatch", "data.root=", "STPRED_DATA")
     assert list((tmp_path / "dest2").iterdir()) == []
 
 
 def test_missing_files_offline_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UserError) as err:
         _dm(tmp_path)
-    _assert_one_line(err, str(tmp_path), "train-images-idx3-ubyte", "data.root=", "STPRED_DATA", "data.download=true")
+    assert_one_line(err, str(tmp_path), "train-images-idx3-ubyte", "data.root=", "STPRED_DATA", "data.download=true")
     # download=true without network: the mirrors are unreachable.
     monkeypatch.setattr("stpred.datamodules.mnist_idx.MIRRORS", (f"file://{tmp_path}/no-network/",))
     with pytest.raises(UserError) as err:
         _dm(tmp_path, download=True)
-    _assert_one_line(err, "could not download train-images-idx3-ubyte.gz", str(tmp_path), "data.root=", "STPRED_DATA")
+    assert_one_line(err, "could not download train-images-idx3-ubyte.gz", str(tmp_path), "data.root=", "STPRED_DATA")
     assert not any(tmp_path.iterdir())
 
 
@@ -342,11 +329,11 @@ def test_test_seq_shape_is_validated(tmp_path: Path, mnist_dir: Path) -> None:
     np.save(tmp_path / "mnist_test_seq.npy", np.zeros((20, 2, 32, 32), np.uint8))
     with pytest.raises(UserError) as err:
         _dm(tmp_path, test_images=str(mnist_dir / T10K))
-    _assert_one_line(err, "mnist_test_seq.npy", "(20, 2, 32, 32)", "64x64")
+    assert_one_line(err, "mnist_test_seq.npy", "(20, 2, 32, 32)", "64x64")
     np.save(tmp_path / "mnist_test_seq.npy", np.zeros((20, 2, 64, 64), np.uint8))
     with pytest.raises(UserError) as err:
         _dm(tmp_path, test_images=str(mnist_dir / T10K), t_in=15, t_out=10)
-    _assert_one_line(err, "25 frames")
+    assert_one_line(err, "25 frames")
     dm = _dm(tmp_path, test_images=str(mnist_dir / T10K), use_test_seq=False)
     assert isinstance(dm.datasets["test"], MovingMNISTSequences)
 

@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _datafiles import assert_one_line, flow_stamps, write_flow_h5
 from _hydra import compose_config
 
 from stpred.apps.train import train
@@ -34,24 +35,13 @@ MISSING_DAY = dt.date(2016, 3, 5)
 
 
 def stamps_for(first: dt.date, days: int, slots_per_day: int = 48, skip: frozenset[str] = frozenset()) -> list[str]:
-    out = []
-    for d in range(days):
-        day = first + dt.timedelta(days=d)
-        out += [f"{day:%Y%m%d}{s:02d}" for s in range(1, slots_per_day + 1)]
+    out = flow_stamps(first, days, slots_per_day)
     return [s for s in out if s not in skip and dt.datetime.strptime(s[:8], "%Y%m%d").date() != MISSING_DAY]
 
 
 def stamp_time(stamp: str, slots_per_day: int = 48) -> dt.datetime:
     minutes = 24 * 60 // slots_per_day
     return dt.datetime.strptime(stamp[:8], "%Y%m%d") + dt.timedelta(minutes=minutes * (int(stamp[8:]) - 1))
-
-
-def write_h5(path: Path, stamps: list[str], data: np.ndarray) -> Path:
-    """An ST-ResNet grid-flow file: float64 ``data`` (T, C, H, W) and bytes ``date`` (T,)."""
-    with h5py.File(path, "w") as f:
-        f.create_dataset("data", data=data.astype(np.float64))
-        f.create_dataset("date", data=np.array([s.encode() for s in stamps]))
-    return path
 
 
 def flows(rng: np.random.Generator, stamps: list[str], first_index: int, grid=(2, 32, 32), test_from=None):
@@ -76,8 +66,8 @@ def taxibj(tmp_path_factory):
     d15 = flows(rng, s15, 0)
     d16 = flows(rng, s16, len(s15), test_from=test_from)
     # BJ16 first on disk and in the listing order: the reader must sort by time, not by file.
-    write_h5(root / "BJ16_M32x32_T30_InOut.h5", s16, d16)
-    write_h5(root / "BJ15_M32x32_T30_InOut.h5", s15, d15)
+    write_flow_h5(root / "BJ16_M32x32_T30_InOut.h5", s16, d16)
+    write_flow_h5(root / "BJ15_M32x32_T30_InOut.h5", s15, d15)
     return {"root": root, "stamps": s15 + s16, "data": np.concatenate([d15, d16]), "test_from": test_from}
 
 
@@ -107,13 +97,6 @@ def expected_windows(stamps: list[str], length: int, slots_per_day: int = 48) ->
     ]
 
 
-def _assert_one_line(err: pytest.ExceptionInfo, *needles: str) -> None:
-    msg = str(err.value)
-    assert "\n" not in msg, msg
-    for needle in needles:
-        assert needle in msg, f"{needle!r} not in {msg!r}"
-
-
 # -- time stamps -----------------------------------------------------------------------------------------------------
 def test_stamps_count_slots_across_midnight_and_round_trip():
     slots = parse_stamps([b"2016033147", b"2016033148", b"2016040101", "2016040102"], 48)
@@ -123,7 +106,7 @@ def test_stamps_count_slots_across_midnight_and_round_trip():
     assert np.diff(hourly).tolist() == [1]
     with pytest.raises(UserError) as err:
         parse_stamps([b"2016033149"], 48, "BJ16.h5")
-    _assert_one_line(err, "BJ16.h5", "2016033149", "data.slots_per_day=")
+    assert_one_line(err, "BJ16.h5", "2016033149", "data.slots_per_day=")
 
 
 # -- windows and splits ----------------------------------------------------------------------------------------------
@@ -269,8 +252,8 @@ def test_bikenyc_like_hourly_16x8_files(tmp_path):
     s2 = stamps_for(dt.date(2014, 4, 7), 4, slots_per_day=24)
     d1, d2 = rng.uniform(0, 80, (len(s1), 2, 16, 8)), rng.uniform(0, 80, (len(s2), 2, 16, 8))
     # The second file repeats the first one's last day with other values: the first file's frames are kept.
-    write_h5(tmp_path / "NYC_a.h5", s1, d1)
-    write_h5(tmp_path / "NYC_b.h5", s1[-24:] + s2, np.concatenate([d1[-24:] + 1000.0, d2]))
+    write_flow_h5(tmp_path / "NYC_a.h5", s1, d1)
+    write_flow_h5(tmp_path / "NYC_b.h5", s1[-24:] + s2, np.concatenate([d1[-24:] + 1000.0, d2]))
     module = TaxiBJDataModule(
         tmp_path, files=["NYC_a.h5", "NYC_b.h5"], name="bikenyc", slots_per_day=24, test_days=3, val_days=2
     )
@@ -327,24 +310,24 @@ def test_npz_errors(tmp_path, npz_file):
     np.savez(tmp_path / "scaled.npz", **{**arrays, "X_train": arrays["X_train"] * 300})
     with pytest.raises(UserError) as err:
         TaxiBJDataModule(tmp_path, npz="scaled.npz").setup()
-    _assert_one_line(err, "scaled.npz", "[-1, 1]")
+    assert_one_line(err, "scaled.npz", "[-1, 1]")
     np.savez(tmp_path / "partial.npz", X_train=arrays["X_train"], Y_train=arrays["Y_train"])
     with pytest.raises(UserError) as err:
         TaxiBJDataModule(tmp_path, npz="partial.npz").setup()
-    _assert_one_line(err, "partial.npz", "X_test", "Y_test")
+    assert_one_line(err, "partial.npz", "X_test", "Y_test")
     with pytest.raises(UserError) as err:
         TaxiBJDataModule(tmp_path, npz="missing.npz").setup()
-    _assert_one_line(err, "missing.npz", "data.npz=")
+    assert_one_line(err, "missing.npz", "data.npz=")
 
 
 # -- errors ----------------------------------------------------------------------------------------------------------
 def test_missing_files_name_the_folder_and_the_options(tmp_path):
     with pytest.raises(UserError) as err:
         TaxiBJDataModule(tmp_path / "nowhere").setup()
-    _assert_one_line(err, str((tmp_path / "nowhere").resolve()), "BJ*_M32x32_T30_InOut.h5", "data.root=", "data.files=")
+    assert_one_line(err, str((tmp_path / "nowhere").resolve()), "BJ*_M32x32_T30_InOut.h5", "data.root=", "data.files=")
     with pytest.raises(UserError) as err:
         TaxiBJDataModule(tmp_path, files=["BJ13_M32x32_T30_InOut.h5"]).setup()
-    _assert_one_line(err, "BJ13_M32x32_T30_InOut.h5", "data.files=")
+    assert_one_line(err, "BJ13_M32x32_T30_InOut.h5", "data.files=")
 
 
 def test_file_without_date_names_its_datasets(tmp_path):
@@ -353,23 +336,23 @@ def test_file_without_date_names_its_datasets(tmp_path):
         f.create_dataset("timestamps", data=np.zeros(8))
     with pytest.raises(UserError) as err:
         TaxiBJDataModule(tmp_path).setup()
-    _assert_one_line(err, "BJ14_M32x32_T30_InOut.h5", "'date'", "['data', 'timestamps']")
+    assert_one_line(err, "BJ14_M32x32_T30_InOut.h5", "'date'", "['data', 'timestamps']")
 
 
 def test_grids_that_differ_between_years_are_refused(tmp_path):
     rng = np.random.default_rng()
     s = stamps_for(dt.date(2013, 7, 1), 1)
-    write_h5(tmp_path / "BJ13_M32x32_T30_InOut.h5", s, rng.uniform(0, 1, (48, 2, 32, 32)))
-    write_h5(tmp_path / "BJ14_M32x32_T30_InOut.h5", s, rng.uniform(0, 1, (48, 2, 16, 8)))
+    write_flow_h5(tmp_path / "BJ13_M32x32_T30_InOut.h5", s, rng.uniform(0, 1, (48, 2, 32, 32)))
+    write_flow_h5(tmp_path / "BJ14_M32x32_T30_InOut.h5", s, rng.uniform(0, 1, (48, 2, 16, 8)))
     with pytest.raises(UserError) as err:
         TaxiBJDataModule(tmp_path).setup()
-    _assert_one_line(err, "BJ14_M32x32_T30_InOut.h5", "(2, 16, 8)", "(2, 32, 32)")
+    assert_one_line(err, "BJ14_M32x32_T30_InOut.h5", "(2, 16, 8)", "(2, 32, 32)")
 
 
 def test_too_few_windows_for_the_splits(taxibj):
     with pytest.raises(UserError) as err:
         TaxiBJDataModule(taxibj["root"], test_days=500).setup()
-    _assert_one_line(err, "train 0", "data.test_days")
+    assert_one_line(err, "train 0", "data.test_days")
 
 
 # -- training end to end ---------------------------------------------------------------------------------------------

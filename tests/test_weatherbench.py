@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
+from _datafiles import SYNTHETIC, write_netcdf
 from _hydra import compose_config
 from torch.utils.data import DataLoader
 
@@ -35,15 +36,9 @@ UK_SPLITS = {
 HOUR = np.timedelta64(1, "h")
 LAT = np.arange(-87.1875, 90.0, 5.625)  # WeatherBench-1 5.625 deg centres, 32 rows
 LON = np.arange(0.0, 360.0, 5.625)  # 64 columns
-SYNTHETIC = "synthetic test data (stpred tests), WeatherBench layout"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the real ERA5 file --------------------------------------------------------------------------------------------
@@ -192,12 +187,6 @@ def test_uk_latitude_weights_are_near_one_on_a_regional_grid(uk):
 
 
 # -- synthetic WeatherBench-1 folders ----------------------------------------------------------------------------
-def _write_nc(path: Path, ds: xr.Dataset) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.attrs["title"] = SYNTHETIC
-    ds.to_netcdf(path, engine="netcdf4")
-
-
 def write_wb1(root: Path, years: tuple[int, ...], hours: int, descending: bool) -> dict[str, dict]:
     """WeatherBench-1 yearly files (synthetic); returns ``{key: {year: values}}`` as written, dims as on disk."""
     rng = np.random.default_rng()
@@ -209,20 +198,20 @@ def write_wb1(root: Path, years: tuple[int, ...], hours: int, descending: bool) 
         t = (250 + 5 * rng.standard_normal((hours, 2, LAT.size, LON.size))).astype(np.float32)
         z = (5e4 + 100 * rng.standard_normal((hours, LAT.size, LON.size))).astype(np.float32)
         coords = {"time": time, "lat": lat, "lon": LON}
-        _write_nc(
+        write_netcdf(
             root / "2m_temperature" / f"2m_temperature_{year}_5.625deg.nc",
             xr.Dataset(
                 {"t2m": (("time", "lat", "lon"), t2m, {"units": "K", "long_name": "2 metre temperature"})}, coords
             ),
         )
-        _write_nc(
+        write_netcdf(
             root / "temperature" / f"temperature_{year}_5.625deg.nc",
             xr.Dataset(
                 {"t": (("time", "level", "lat", "lon"), t, {"units": "K", "long_name": "Temperature"})},
                 {**coords, "level": np.array([500, 850], dtype=np.int32)},
             ),
         )
-        _write_nc(
+        write_netcdf(
             root / "geopotential_500" / f"geopotential_500_{year}_5.625deg.nc",
             xr.Dataset(
                 {"z": (("time", "lat", "lon"), z, {"units": "m**2 s**-2", "long_name": "Geopotential"})},
@@ -347,7 +336,7 @@ def _hourly_file(path: Path, values: np.ndarray, time: pd.DatetimeIndex) -> Path
     ds = xr.Dataset(
         {"t2m": (("time", "lat", "lon"), values, {"units": "K"})}, {"time": time, "lat": LAT[:4], "lon": LON[:6]}
     )
-    _write_nc(path, ds)
+    write_netcdf(path, ds)
     return path
 
 
