@@ -5,8 +5,8 @@ optionally followed by sections: ``§7.4``, ``§1.2-1.3``, ``§2.2, §2.4``, ``s
 (``architecture.md, "DataModule"``). A bare name resolves against ``docs/``, the repository root and the referring
 file's folder; a path with folders against the root and the referring file's folder. A cited ``§N.M`` must be a
 heading of the doc that starts with ``N.M`` (``## 7.4 Spectral-Refiner ...``). URLs are not references, and
-neither are the names of files a program writes, recognised by their ``.csv`` twin on the same line
-(``folder for kernels.md and kernels.csv``).
+neither are the names of files a program writes: a name with a ``.csv`` twin on the same line (``folder for
+kernels.md and kernels.csv``) or a string literal joined to a path (``out_dir / "summary.md"``, ``open("x.md")``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ NAMES = ("Makefile",)
 SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".ruff_cache", ".pytest_cache", "runs", "bench"}
 MD = "." + "md"  # spelled apart so this file's own source holds no reference
 
-#: A path token ending in .md; the look-behind keeps URL tails and longer words (``foo-bar.md``'s middle) out.
+#: A path token ending in .md; the look-behind keeps URL tails and the middle of longer names out.
 _TOKEN = re.compile(r"(?<![\w/.:\\-])((?:[\w.-]+/)*[\w-][\w.-]*" + re.escape(MD) + r")(?![\w-])")
 _NUM = r"\d+(?:\.\d+)*"
 #: ``§N``, ``§ N``, ``section N``, or a dotted number right after the file name (``models.md 2.4``).
@@ -62,6 +62,8 @@ def parse_references(text: str, path: str = "<text>") -> list[Reference]:
             stem = m.group(1)[: -len(MD)]
             if re.search(rf"(?<![\w/.-]){re.escape(stem)}\.csv\b", line):
                 continue  # an output file written as a .md/.csv pair, not a doc
+            if re.search(r"(?:/|\b(?:Path|open))\s*\(?\s*[\"']$", line[: m.start()]):
+                continue  # a path the code builds, not a doc
             stop = matches[i + 1].start() if i + 1 < len(matches) else len(line)
             tail = line[m.end() : stop]
             # Sections belong to this reference up to the end of its clause.
@@ -200,7 +202,10 @@ def test_parser_reads_sections_ranges_and_lists() -> None:
 
 
 def test_parser_ignores_urls_longer_words_and_outputs() -> None:
-    text = f"https://example.org/x/models{MD} and my_models{MD}x and foo.mdx; out/sum{MD} and out/sum.csv\n"
+    text = (
+        f"https://example.org/x/models{MD} and my_models{MD}x and foo.mdx; out/sum{MD} and out/sum.csv\n"
+        f'(run / "summary{MD}").write_text(t); open("notes{MD}"); Path( "a/b{MD}")\n'
+    )
     assert parse_references(text) == []
 
 
