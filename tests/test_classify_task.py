@@ -268,22 +268,24 @@ def test_simvp_classifier_forward_backward_and_no_decoder() -> None:
 def test_simvp_forecast_counts_unchanged_and_exactly_one_target() -> None:
     small = {"hid_S": 32, "hid_T": 256, "N_S": 2, "N_T": 8}
     counts = [
-        sum(p.numel() for p in SimVPv2((10, 1, 64, 64), 10, device="meta").parameters()),
-        sum(p.numel() for p in SimVPv2((4, 2, 32, 32), 4, device="meta", **small).parameters()),
-        sum(p.numel() for p in SimVPv2((12, 1, 32, 64), 12, device="meta", **small).parameters()),
+        sum(p.numel() for p in SimVPv2(in_shape=(10, 1, 64, 64), out_frames=10, device="meta").parameters()),
+        sum(p.numel() for p in SimVPv2(in_shape=(4, 2, 32, 32), out_frames=4, device="meta", **small).parameters()),
+        sum(p.numel() for p in SimVPv2(in_shape=(12, 1, 32, 64), out_frames=12, device="meta", **small).parameters()),
     ]
     assert counts == [46_769_665, 9_961_058, 12_758_305]
-    clf = SimVPv2((10, 1, 64, 64), None, num_classes=400, device="meta")
+    clf = SimVPv2(in_shape=(10, 1, 64, 64), num_classes=400, device="meta")
     decoder = sum(
-        p.numel() for n, p in SimVPv2((10, 1, 64, 64), 10, device="meta").named_parameters() if "decoder" in n
+        p.numel()
+        for n, p in SimVPv2(in_shape=(10, 1, 64, 64), out_frames=10, device="meta").named_parameters()
+        if "decoder" in n
     )
     assert sum(p.numel() for p in clf.parameters()) == 46_769_665 - decoder + 640 * 400 + 400
     with pytest.raises(ConfigError, match="exactly one"):
-        SimVPv2((10, 1, 64, 64), 10, num_classes=5, **TINY_SIMVP)
+        SimVPv2(in_shape=(10, 1, 64, 64), out_frames=10, num_classes=5, **TINY_SIMVP)
     with pytest.raises(ConfigError, match="exactly one"):
         create_model("simvpv2", in_shape=(10, 1, 64, 64), **TINY_SIMVP)
     with pytest.raises(ConfigError, match="num_classes"):
-        SimVPv2((10, 1, 64, 64), None, num_classes=1, **TINY_SIMVP)
+        SimVPv2(in_shape=(10, 1, 64, 64), num_classes=1, **TINY_SIMVP)
 
 
 # --- configs and the app, end to end on the real Kinetics clips of the shared data ---
