@@ -60,12 +60,15 @@ def _empty(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
 @triton.jit
 def _prep(a, PRECISION: tl.constexpr):
     """Operand as the tensor cores see it. The interpreter's ``tl.dot`` ignores ``input_precision`` (and
-    multiplies bf16 bit patterns as integers), so there the rounding is applied explicitly: bf16 by a cast,
+    multiplies bf16 bit patterns as integers), so there the rounding is applied explicitly: bf16 to nearest even,
     TF32 by truncating the 13 low mantissa bits (the tensor cores ignore them), both then multiplied in fp32."""
     if PRECISION == "bf16":
         return a.to(tl.bfloat16)
     elif PRECISION == "bf16_emulated":
-        return a.to(tl.bfloat16).to(tl.float32)
+        # Round to nearest even by hand: the interpreter's fp32 -> bf16 cast truncates, the GPU's rounds.
+        bits = a.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        return ((bits >> 16) << 16).to(tl.float32, bitcast=True)
     elif PRECISION == "tf32_emulated":
         bits = a.to(tl.uint32, bitcast=True)
         return ((bits >> 13) << 13).to(tl.float32, bitcast=True)

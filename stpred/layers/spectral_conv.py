@@ -25,16 +25,29 @@ def _check_impl(layer: str, impl: str) -> None:
     check(impl in IMPLS, f"{layer}: impl must be one of {'|'.join(IMPLS)}, got '{impl}'")
 
 
+def _precision(x: torch.Tensor) -> str | None:
+    """Triton operand precision: bf16 under bf16 autocast (or for bf16 input), else the op's default (tf32 on
+    CUDA). The other paths ignore it and stay float32."""
+    device = x.device.type
+    if x.dtype == torch.bfloat16:
+        return "bf16"
+    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
+        return "bf16"
+    return None
+
+
 def _run(layer: nn.Module, fn, x: torch.Tensor, dims: int) -> torch.Tensor:
-    """Validate the grid, then run ``fn`` in float32 (float64 stays float64) with autocast off; cast back."""
+    """Validate the grid, then run ``fn`` in float32 (float64 stays float64) with autocast off; cast back.
+    Under bf16 autocast the Triton path takes bf16 ``tl.dot`` operands (float32 accumulation)."""
     name = type(layer).__name__
     if x.dim() != dims + 2:
         raise ValueError(f"{name} expects [B, C, {dims} spatial dims], got shape {tuple(x.shape)}")
     dtype = _spectral_dtype(x)
+    precision = _precision(x)
     with torch.autocast(device_type=x.device.type, enabled=False):
         w = layer.weight.to(dtype)
         check_modes(x, w, layer.out_last, layer.norm, spatial_dims=dims, name=name)
-        y = fn(x.to(dtype), w, layer.out_last, layer.norm, impl=layer.impl)
+        y = fn(x.to(dtype), w, layer.out_last, layer.norm, impl=layer.impl, precision=precision)
     return y.to(x.dtype)
 
 
