@@ -68,7 +68,8 @@ def run(
     if not horizons or horizons[0] < 2:
         raise ValueError(f"frames must be horizons >= 2 (frame 1 comes from the conditioning scan), got {frames}")
     kwargs = model_kwargs or (CPU_CONFIG if torch.device(device).type == "cpu" else {})
-    model = ConvS5((context, channels, image_size, image_size), horizons[-1], **kwargs).to(device).eval()
+    shape = (context, channels, image_size, image_size)
+    model = ConvS5(in_shape=shape, out_frames=horizons[-1], **kwargs).to(device).eval()
     x = torch.rand(batch, context, channels, image_size, image_size, device=device)
 
     with torch.no_grad():
