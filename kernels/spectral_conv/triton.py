@@ -270,7 +270,8 @@ def _tiles(k1: int, m2: int, n2: int) -> tuple[int, int, int, int, int]:
     """``(BL, BN1, BN2, BK1, BM2)``: the ``[BK1, BM2*BL]`` accumulators stay within 4096 elements per plane
     (32 registers a thread at 4 warps), so nothing spills."""
     bk1, bm2 = _p2(k1), _p2(m2)
-    bl = max(1, min(16, 4096 // (bk1 * bm2)))
+    budget = 4096 if n2 % 16 == 0 else 2048  # rows that are not 16-aligned load scalar: more address registers
+    bl = max(1, min(16, budget // (bk1 * bm2)))
     return bl, 16, _p2(n2, 16, 32), bk1, bm2
 
 
@@ -295,6 +296,10 @@ def cgemm(a, b, out, batch, m, n, k, sa, sb, sc, precision, conj_a=False, conj_b
     """Launch :func:`cgemm_kernel`; ``sa = (batch, m, k, plane)``, ``sb = (batch, k, n, plane)``,
     ``sc = (batch, m, n, plane)`` strides in elements."""
     bm, bn, bk = _p2(m), _p2(n), _p2(k, 16, 32)
+    while bm * bn > 2048:  # two fp32 accumulators of 2048 keep the operand tiles in registers without spills
+        bm, bn = (bm // 2, bn) if bm > bn else (bm, bn // 2)
+    if conj_b and sb[1] == 1:
+        bk = 16  # B^H read along k: narrower k tiles keep ptxas under 128 registers (sm_90 spilled at 32)
     cgemm_kernel[(batch, triton.cdiv(m, bm), triton.cdiv(n, bn))](
         a, b, out, m, n, k, *sa, *sb, *sc,
         CONJ_A=conj_a, CONJ_B=conj_b, PRECISION=_kernel_precision(precision),
