@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from stpred import __version__
 from stpred.errors import UserError
-from stpred.registry import create_model_from_config, model_class
+from stpred.registry import create_model_from_config, model_version
 
 __all__ = ["Predictor", "load_predictor", "read_checkpoint"]
 
@@ -112,7 +112,7 @@ def load_predictor(path: str | Path, map_location: str | torch.device = "cpu") -
     saved_version = hp.get("stpred_version")
     if saved_version and saved_version != __version__:
         warnings.warn(f"{path} was written by stpred {saved_version}; this is {__version__}", stacklevel=2)
-    current_model_version = int(getattr(model_class(model_cfg["name"]), "_version", 1))
+    current_model_version = model_version(model_cfg["name"])
     if int(hp.get("model_version", current_model_version)) != current_model_version:
         warnings.warn(
             f"{path} holds {model_cfg['name']} version {hp.get('model_version')}; the code is version "

@@ -11,13 +11,24 @@ import torch.nn as nn
 
 from stpred.errors import UserError
 
-__all__ = ["register_model", "create_model", "create_model_from_config", "list_models", "model_class"]
+__all__ = [
+    "register_model",
+    "create_model",
+    "create_model_from_config",
+    "list_models",
+    "model_class",
+    "model_version",
+]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a model class or factory under ``name`` (a duplicate name warns and replaces)."""
+    """Register a model class under ``name`` (a duplicate name warns and replaces).
+
+    A factory function may be registered too; it declares the class it builds as ``factory.model_class`` so that
+    :func:`model_version` reads the real version.
+    """
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS and _MODELS[name] is not fn:
@@ -39,12 +50,20 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def model_class(name: str) -> Callable[..., nn.Module]:
+    """The class (or factory) registered as ``name``; an unknown name is a :class:`UserError` with suggestions."""
     _ensure_builtin_models()
     if name not in _MODELS:
         close = fnmatch.filter(_MODELS, f"*{name[:3]}*") if name else []
         hint = f" Did you mean one of {close}?" if close else ""
         raise UserError(f"unknown model '{name}'. Available: {', '.join(sorted(_MODELS))}.{hint}")
     return _MODELS[name]
+
+
+def model_version(name: str) -> int:
+    """The version of the model class registered as ``name`` (1 for a class or factory that declares none)."""
+    entry = model_class(name)
+    cls = entry if isinstance(entry, type) else getattr(entry, "model_class", entry)
+    return int(getattr(cls, "version", getattr(cls, "_version", 1)))
 
 
 def create_model(name: str, *, checkpoint_path: str | None = None, **kwargs: Any) -> nn.Module:

@@ -32,7 +32,7 @@ def _one_thread():
 
 
 def _model(in_shape=(6, 1, 32, 32), out_frames: int | None = 4, **kw) -> ConvS5:
-    return ConvS5(in_shape, out_frames, **{**TINY, **kw})
+    return ConvS5(in_shape=in_shape, out_frames=out_frames, **{**TINY, **kw})
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -138,7 +138,7 @@ def mmnist_batch(shared_data: Path) -> dict[str, torch.Tensor]:
 def test_mmnist_forward_backward_on_real_batch(mmnist_batch: dict[str, torch.Tensor]) -> None:
     x, target = mmnist_batch["x"], mmnist_batch["y"]
     assert x.shape == (2, 10, 1, 64, 64) and 0 <= x.min() and x.max() <= 1 and x.max() > 0.5
-    model = ConvS5((10, 1, 64, 64), 10, **TINY).train()
+    model = ConvS5(in_shape=(10, 1, 64, 64), out_frames=10, **TINY).train()
     y = model(x)
     assert y.shape == target.shape and 0 <= y.min() and y.max() <= 1
     convs5_loss(y, target).backward()
@@ -147,7 +147,7 @@ def test_mmnist_forward_backward_on_real_batch(mmnist_batch: dict[str, torch.Ten
 
 def test_mmnist_teacher_forced_backward_on_real_batch(mmnist_batch: dict[str, torch.Tensor]) -> None:
     frames = torch.cat([mmnist_batch["x"], mmnist_batch["y"]], dim=1)
-    model = ConvS5((10, 1, 64, 64), 10, **TINY).train()
+    model = ConvS5(in_shape=(10, 1, 64, 64), out_frames=10, **TINY).train()
     pred = model.teacher_forced(frames[:, :-1])
     assert pred.shape == (2, 19, 1, 64, 64)
     convs5_loss(pred, frames[:, 1:]).backward()
@@ -163,7 +163,7 @@ def test_mmnist_teacher_forced_backward_on_real_batch(mmnist_batch: dict[str, to
     ],
 )
 def test_forward_backward_shapes(in_shape: tuple, out_frames: int, kwargs: dict) -> None:
-    model = ConvS5(in_shape, out_frames, **{**TINY, **kwargs}).train()
+    model = ConvS5(in_shape=in_shape, out_frames=out_frames, **{**TINY, **kwargs}).train()
     x = torch.randn(2, *in_shape)
     y = model(x)
     assert y.shape == (2, out_frames, *in_shape[1:]) and torch.isfinite(y).all()
@@ -234,7 +234,7 @@ def test_convs5_loss_matches_the_definition() -> None:
 
 
 def test_classification_mode() -> None:
-    model = ConvS5((6, 3, 32, 32), num_classes=5, **TINY_ONE_STAGE, cls_dropout=0.1).train()
+    model = ConvS5(in_shape=(6, 3, 32, 32), num_classes=5, **TINY_ONE_STAGE, cls_dropout=0.1).train()
     assert not hasattr(model, "decoder") and not model.supports_teacher_forcing
     assert ConvS5.supports_teacher_forcing and _model().supports_teacher_forcing
     logits = model(torch.randn(2, 6, 3, 32, 32))
@@ -265,7 +265,7 @@ def test_published_long_horizon_parameter_count() -> None:
 
 def test_one_stage_variant_parameter_count() -> None:
     kw = {"widths": (64, 128), "d_model": 128, "ssm_size": 128, "value_range": "real"}
-    model = ConvS5((12, 1, 32, 64), 12, device="meta", **kw)
+    model = ConvS5(in_shape=(12, 1, 32, 64), out_frames=12, device="meta", **kw)
     # P = 64, U = 128, k = 3: 2P + P + 2·P·U·9 + 2·9·P·U = 295,104 per layer (models.md §1.6 formula).
     assert model.layers[0].ssm.ssm_core_num_params() == 3 * 64 + 4 * 9 * 64 * 128 == 295_104
     assert _params(model) == 5_612_545  # stpred's count, recorded so a change is noticed
@@ -369,13 +369,13 @@ def test_input_errors() -> None:
     model = _model()
     with pytest.raises(ValueError, match="C=1"):
         model(torch.rand(1, 6, 2, 32, 32))
-    with pytest.raises(ValueError, match=r"\[B, T, C, H, W\]"):
+    with pytest.raises(ValueError, match=r"convs5 built for .*\[B, T, C=1, H, W .*got \[6, 1, 32, 32\]"):
         model(torch.rand(6, 1, 32, 32))
     with pytest.raises(ValueError, match="divisible by 4"):
         model(torch.rand(1, 6, 1, 30, 32))
     with pytest.raises(ValueError, match="n_frames"):
         model.generate(torch.rand(1, 6, 1, 32, 32), 0)
-    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+    with pytest.raises(ValueError, match=r"\[B, C=1, H, W"):
         model.step(torch.rand(1, 6, 1, 32, 32))
     with pytest.raises(ValueError, match="state"):
         model.step(torch.rand(1, 1, 32, 32), [torch.zeros(1, 2, 3, 8, 8)] * 2)

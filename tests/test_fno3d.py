@@ -32,7 +32,7 @@ def _n_params(model: torch.nn.Module) -> int:
 @pytest.mark.parametrize("legacy_bn, expected", [(True, 6_558_537), (False, 6_558_537 - 160)])
 def test_published_parameter_count(legacy_bn: bool, expected: int) -> None:
     # 4 layers x 4 corners x (20*20*8^3) complex weights + lift 13*20+20 + 4 pointwise convs + projection (+ 4 BN).
-    model = FNO3d((10, 1, 64, 64), 40, modes=8, width=20, legacy_bn=legacy_bn, device="meta")
+    model = FNO3d(in_shape=(10, 1, 64, 64), out_frames=40, modes=8, width=20, legacy_bn=legacy_bn, device="meta")
     assert _n_params(model) == expected
 
 
@@ -41,7 +41,9 @@ def test_config_is_the_script_default() -> None:
     params = inspect.signature(FNO3d.__init__).parameters
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     assert cfg["name"] == "fno3d"
-    assert cfg["kwargs"] == {k: v for k, v in defaults.items() if k not in ("device", "dtype")}
+    assert cfg["kwargs"] == {
+        k: v for k, v in defaults.items() if k not in ("device", "dtype", "in_shape", "out_frames", "num_classes")
+    }
     assert cfg["kwargs"]["modes"] == 8 and cfg["kwargs"]["width"] == 20 and cfg["kwargs"]["padding"] == 6
 
 
@@ -84,7 +86,7 @@ def _reference_forward(model: FNO3d, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("c", [1, 2])
 def test_forward_matches_the_equations(c: int) -> None:
-    model = FNO3d((5, c, 16, 12), 7, modes=(3, 4, 2), width=6, dtype=torch.float64)
+    model = FNO3d(in_shape=(5, c, 16, 12), out_frames=7, modes=(3, 4, 2), width=6, dtype=torch.float64)
     x = torch.randn(2, 5, c, 16, 12, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
@@ -104,7 +106,7 @@ def test_navier_stokes_shapes_float64_forward_backward(size: int, t_out: int) ->
 
 
 def test_bf16_autocast_forward_is_finite() -> None:
-    model = FNO3d((10, 1, 16, 16), 10, modes=4, width=8)
+    model = FNO3d(in_shape=(10, 1, 16, 16), out_frames=10, modes=4, width=8)
     x = torch.randn(2, 10, 1, 16, 16)
     with torch.no_grad():
         ref = model(x)
@@ -115,7 +117,7 @@ def test_bf16_autocast_forward_is_finite() -> None:
 
 
 def test_other_resolution_same_weights() -> None:
-    model = FNO3d((10, 1, 16, 16), 10, modes=4, width=8)
+    model = FNO3d(in_shape=(10, 1, 16, 16), out_frames=10, modes=4, width=8)
     assert model(torch.randn(1, 10, 1, 24, 20)).shape == (1, 10, 1, 24, 20)
 
 
@@ -145,6 +147,6 @@ def test_config_errors(kwargs: dict, words: list[str]) -> None:
 
 
 def test_wrong_input_frames_fail_clearly() -> None:
-    model = FNO3d((10, 1, 16, 16), 10, modes=4, width=8)
+    model = FNO3d(in_shape=(10, 1, 16, 16), out_frames=10, modes=4, width=8)
     with pytest.raises(ValueError, match="in_shape"):
         model(torch.randn(1, 8, 1, 16, 16))

@@ -50,7 +50,7 @@ def _per_step_logits_by_hand(model: LRCN, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("readout", ["mean", "last"])
 def test_readout_equals_per_step_logits_by_hand(readout: str) -> None:
-    model = _trained_bn(LRCN((6, 3, 32, 32), num_classes=5, readout=readout, **TINY))
+    model = _trained_bn(LRCN(in_shape=(6, 3, 32, 32), num_classes=5, readout=readout, **TINY))
     x = torch.randn(3, 6, 3, 32, 32)
     with torch.no_grad():
         clip = model(x)
@@ -63,7 +63,7 @@ def test_readout_equals_per_step_logits_by_hand(readout: str) -> None:
 
 
 def test_frames_share_one_encoder() -> None:
-    model = _trained_bn(LRCN((4, 3, 32, 32), num_classes=5, **TINY))
+    model = _trained_bn(LRCN(in_shape=(4, 3, 32, 32), num_classes=5, **TINY))
     x = torch.randn(2, 4, 3, 32, 32)
     x[:, 2] = x[:, 0]
     with torch.no_grad():
@@ -84,7 +84,7 @@ def test_classify_forward_backward_and_other_clip_lengths() -> None:
 
 
 def test_default_encoder_is_resnet18() -> None:
-    model = LRCN((16, 3, 224, 224), num_classes=400, device="meta")
+    model = LRCN(in_shape=(16, 3, 224, 224), num_classes=400, device="meta")
     assert _n_params(model.encoder) == 11_176_512  # torchvision resnet18 without its fc (11,689,512 - 513,000)
     assert _n_params(model.lstm) == 4 * 256 * (512 + 256) + 2 * 4 * 256
     assert _n_params(model) == 11_176_512 + 788_480 + 256 * 400 + 400
@@ -108,7 +108,7 @@ def test_forecast_rollout_shapes(in_shape: tuple, out_frames: int) -> None:
 
 
 def test_rollout_feeds_back_encoded_predictions() -> None:
-    model = _trained_bn(LRCN((5, 1, 32, 32), out_frames=3, **TINY))
+    model = _trained_bn(LRCN(in_shape=(5, 1, 32, 32), out_frames=3, **TINY))
     x = torch.randn(2, 5, 1, 32, 32)
     with torch.no_grad():
         y = model(x)
@@ -154,6 +154,7 @@ def test_config_file_holds_the_constructor_defaults() -> None:
     defaults = {
         k: list(p.default) if isinstance(p.default, tuple) else p.default
         for k, p in params.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("device", "dtype")
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and k not in ("device", "dtype", "in_shape", "out_frames", "num_classes")
     }
     assert cfg["kwargs"] == defaults

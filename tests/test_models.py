@@ -7,6 +7,7 @@ without an entry in ``TINY_KWARGS`` fails ``test_every_model_has_tiny_kwargs``.
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,11 @@ import torch
 import yaml
 
 from stpred import ConfigError, create_model, list_models
+from stpred.checkpoint import load_predictor
+from stpred.models.base import InputError, SpatioTemporalModel
 from stpred.models.fno import FNO2d
 from stpred.models.simvp import SimVPv2, drop_path_rates
+from stpred.registry import model_class, model_version
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 
@@ -91,8 +95,10 @@ def test_config_defaults_equal_constructor_defaults(name: str, cls: type) -> Non
     cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
     sig = inspect.signature(cls.__init__).parameters
     defaults = {k: p.default for k, p in sig.items() if p.default is not inspect.Parameter.empty}
-    defaults = {k: v for k, v in defaults.items() if k not in ("device", "dtype")}
-    assert cfg["kwargs"] == defaults
+    # The target (out_frames / num_classes) comes from the datamodule, not from the model config.
+    target = ("device", "dtype", "out_frames", "num_classes")
+    defaults = {k: v for k, v in defaults.items() if k not in target}
+    assert {k: v for k, v in cfg["kwargs"].items() if k not in target} == defaults
 
 
 @pytest.mark.parametrize("name, data", CASES)
@@ -239,7 +245,7 @@ def test_wrong_input_frames_fail_clearly() -> None:
 
 def _simvp(out_frames: int, **kw) -> SimVPv2:
     torch.manual_seed(0)
-    return SimVPv2((10, 1, 32, 32), out_frames, **{**TINY_KWARGS["simvpv2"], **kw}).eval()
+    return SimVPv2(in_shape=(10, 1, 32, 32), out_frames=out_frames, **{**TINY_KWARGS["simvpv2"], **kw}).eval()
 
 
 def test_simvp_truncate_and_chunked_rollout_reuse_the_single_pass() -> None:
@@ -309,8 +315,8 @@ def test_simvp_initialisation() -> None:
 
 def test_fno_autoregressive_slides_the_window() -> None:
     torch.manual_seed(0)
-    one = FNO2d((10, 1, 32, 32), 1, modes=4, width=8).eval()
-    three = FNO2d((10, 1, 32, 32), 3, modes=4, width=8).eval()
+    one = FNO2d(in_shape=(10, 1, 32, 32), out_frames=1, modes=4, width=8).eval()
+    three = FNO2d(in_shape=(10, 1, 32, 32), out_frames=3, modes=4, width=8).eval()
     three.load_state_dict(one.state_dict())
     x = torch.randn(2, 10, 1, 32, 32)
     with torch.no_grad():
@@ -322,13 +328,13 @@ def test_fno_autoregressive_slides_the_window() -> None:
 
 @pytest.mark.parametrize("mode", ["autoregressive", "oneshot"])
 def test_fno_multichannel_and_other_resolution(mode: str) -> None:
-    model = FNO2d((4, 2, 32, 32), 3, modes=(4, 5), width=8, mode=mode)
+    model = FNO2d(in_shape=(4, 2, 32, 32), out_frames=3, modes=(4, 5), width=8, mode=mode)
     assert model(torch.randn(2, 4, 2, 32, 32)).shape == (2, 3, 2, 32, 32)
     assert model(torch.randn(1, 4, 2, 48, 40)).shape == (1, 3, 2, 48, 40)
 
 
 def test_fno_bf16_autocast() -> None:
-    model = FNO2d((10, 1, 32, 32), 2, modes=4, width=8)
+    model = FNO2d(in_shape=(10, 1, 32, 32), out_frames=2, modes=4, width=8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = model(torch.randn(2, 10, 1, 32, 32))
     assert y.shape == (2, 2, 1, 32, 32) and torch.isfinite(y.float()).all()
@@ -346,19 +352,89 @@ def test_fno_bf16_autocast() -> None:
     ],
 )
 def test_simvp_published_parameter_count(in_shape: tuple, kwargs: dict, published: float) -> None:
-    model = SimVPv2(in_shape, in_shape[0], device="meta", **kwargs)
+    model = SimVPv2(in_shape=in_shape, out_frames=in_shape[0], device="meta", **kwargs)
     assert abs(_n_params(model) / published - 1) < 1e-3
 
 
 def test_simvp_exact_parameter_counts() -> None:
     # Derived counts (20d^2 + 175d per gSTA block plus the convs); recorded so a change is noticed.
-    assert _n_params(SimVPv2((10, 1, 64, 64), 10, device="meta")) == 46_769_665
+    assert _n_params(SimVPv2(in_shape=(10, 1, 64, 64), out_frames=10, device="meta")) == 46_769_665
     small = {"hid_S": 32, "hid_T": 256, "N_S": 2, "N_T": 8}
-    assert _n_params(SimVPv2((4, 2, 32, 32), 4, device="meta", **small)) == 9_961_058
-    assert _n_params(SimVPv2((12, 1, 32, 64), 12, device="meta", **small)) == 12_758_305
+    assert _n_params(SimVPv2(in_shape=(4, 2, 32, 32), out_frames=4, device="meta", **small)) == 9_961_058
+    assert _n_params(SimVPv2(in_shape=(12, 1, 32, 64), out_frames=12, device="meta", **small)) == 12_758_305
 
 
 @pytest.mark.parametrize("legacy_bn, modes, expected", [(True, 8, 414_517), (False, 8, 414_357), (True, 12, 926_517)])
 def test_fno_published_parameter_count(legacy_bn: bool, modes: int, expected: int) -> None:
-    model = FNO2d((10, 1, 64, 64), 10, modes=modes, width=20, legacy_bn=legacy_bn, device="meta")
+    model = FNO2d(in_shape=(10, 1, 64, 64), out_frames=10, modes=modes, width=20, legacy_bn=legacy_bn, device="meta")
     assert _n_params(model) == expected
+
+
+# --- the shared base: keyword-only constructors, one input check, versions read by load_predictor ---
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_registry_holds_the_class_with_its_version(name: str) -> None:
+    cls = model_class(name)
+    assert isinstance(cls, type) and issubclass(cls, SpatioTemporalModel) and cls.name == name
+    assert model_version(name) == cls.version == cls._version
+    params = inspect.signature(cls.__init__).parameters
+    assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in ("in_shape", "out_frames", "num_classes"))
+    with pytest.raises(TypeError):
+        cls((10, 1, 32, 32), 10, **TINY_KWARGS[name])
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_wrong_input_is_one_line_naming_model_and_shapes(name: str) -> None:
+    model, x = _build(name, "ns32")
+    bad_channels = torch.randn(2, 10, 3, 32, 32)
+    with pytest.raises(InputError) as excinfo:
+        model(bad_channels)
+    msg = str(excinfo.value)
+    assert "\n" not in msg and msg.startswith(f"{name} built for in_shape=(10, 1, 32, 32)"), msg
+    assert "C=1" in msg and "[2, 10, 3, 32, 32]" in msg, msg
+    with pytest.raises(InputError, match="floating-point"):
+        model(x.long())
+    with pytest.raises(InputError, match=name):
+        model(x[0])
+
+
+@pytest.mark.parametrize("name", [n for n in MODEL_NAMES if n not in CLASSIFIERS])
+def test_forecast_only_models_refuse_num_classes(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}: forecasts only"):
+        create_model(name, in_shape=(10, 1, 32, 32), num_classes=5, **TINY_KWARGS[name])
+    with pytest.raises(ConfigError, match="out_frames"):
+        create_model(name, in_shape=(10, 1, 32, 32), **TINY_KWARGS[name])
+
+
+@pytest.mark.parametrize("impl", ["rfft", "matmul", "torch"])
+def test_fno2d_accepts_every_spectral_impl_of_the_kernels(impl: str) -> None:
+    torch.manual_seed(0)
+    ref = FNO2d(in_shape=(3, 2, 20, 18), out_frames=2, modes=(5, 4), width=6, depth=2, impl="rfft").double()
+    other = FNO2d(in_shape=(3, 2, 20, 18), out_frames=2, modes=(5, 4), width=6, depth=2, impl=impl).double()
+    other.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 2, 20, 18, dtype=torch.float64)
+    torch.testing.assert_close(other(x), ref(x), rtol=1e-10, atol=1e-10)
+
+
+def _write_checkpoint(path: Path, net: torch.nn.Module, name: str, kwargs: dict) -> Path:
+    """A checkpoint laid out as stpred-train writes it, the model version stamped as the tasks stamp it."""
+    data = {"task": "forecast", "in_shape": [10, 1, 32, 32], "out_frames": 10, "mean": [0.0], "std": [1.0]}
+    hparams = {"model": {"name": name, "kwargs": kwargs}, "data": data, "model_version": int(net._version)}
+    state = {"net." + k: v for k, v in net.state_dict().items()}
+    torch.save({"hyper_parameters": hparams, "state_dict": state}, path)
+    return path
+
+
+def test_load_predictor_warns_on_a_bumped_model_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    net, x = _build("simvpv2", "ns32")
+    path = _write_checkpoint(tmp_path / "v1.ckpt", net, "simvpv2", TINY_KWARGS["simvpv2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        current = load_predictor(path)
+    torch.testing.assert_close(current.predict(x), net.eval()(x))
+
+    monkeypatch.setattr(SimVPv2, "version", 2)
+    assert model_version("simvpv2") == 2 and net._version == 2
+    with pytest.warns(UserWarning, match="simvpv2 version 1; the code is version 2"):
+        load_predictor(path)

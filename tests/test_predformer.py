@@ -59,7 +59,7 @@ def _n_params(model: torch.nn.Module) -> int:
 def _tiny(arrangement: str, in_shape=(4, 2, 32, 32), out_frames: int | None = None, **kw) -> PredFormer:
     arr, n_units, _ = ARRANGEMENTS[arrangement]
     target = {} if "num_classes" in kw else {"out_frames": out_frames or in_shape[0]}
-    return PredFormer(in_shape, **{"arrangement": arr, "n_units": n_units, **TINY, **target, **kw})
+    return PredFormer(in_shape=in_shape, **{"arrangement": arr, "n_units": n_units, **TINY, **target, **kw})
 
 
 # --- the nine arrangements ---
@@ -111,7 +111,7 @@ def test_arrangement_layout_stacks() -> None:
     ],
 )
 def test_published_parameter_counts(in_shape: tuple, kwargs: dict, expected: int) -> None:
-    model = PredFormer(in_shape, in_shape[0], device="meta", **kwargs)
+    model = PredFormer(in_shape=in_shape, out_frames=in_shape[0], device="meta", **kwargs)
     assert _n_params(model) == expected
 
 
@@ -123,13 +123,17 @@ def test_gtb_parameter_formula() -> None:
 
 def test_legacy_stack_norm_drops_all_but_the_last_ln_of_each_stack() -> None:
     kw = {"arrangement": "fac_ts", "n_units": 4, "patch_size": 4, "mlp_hidden": 512, "device": "meta"}
-    legacy = PredFormer((12, 1, 32, 64), 12, legacy_stack_norm=True, **kw)
+    legacy = PredFormer(in_shape=(12, 1, 32, 64), out_frames=12, legacy_stack_norm=True, **kw)
     assert _n_params(legacy) == 5_276_432 - 6 * 2 * 256
     has_ln = [isinstance(b.norm3, torch.nn.LayerNorm) for b in legacy.blocks]
     assert has_ln == [False, False, False, True] * 2
-    full = PredFormer((4, 2, 32, 32), 4, arrangement="full", n_units=8, patch_size=4, legacy_stack_norm=True)
+    full = PredFormer(
+        in_shape=(4, 2, 32, 32), out_frames=4, arrangement="full", n_units=8, patch_size=4, legacy_stack_norm=True
+    )
     assert _n_params(full) == 8_438_560 - 7 * 2 * 256
-    units = PredFormer((4, 2, 32, 32), 4, arrangement="STS", n_units=2, patch_size=4, legacy_stack_norm=True)
+    units = PredFormer(
+        in_shape=(4, 2, 32, 32), out_frames=4, arrangement="STS", n_units=2, patch_size=4, legacy_stack_norm=True
+    )
     assert _n_params(units) == 6_333_216
 
 
@@ -206,7 +210,7 @@ def test_fac_st_output_keeps_token_order() -> None:
 
 @pytest.mark.parametrize("kind", ["T", "S"])
 def test_single_block_mixes_only_its_own_axis(kind: str) -> None:
-    model = PredFormer((5, 1, 16, 16), 5, arrangement=[kind], n_units=1, **TINY).eval()
+    model = PredFormer(in_shape=(5, 1, 16, 16), out_frames=5, arrangement=[kind], n_units=1, **TINY).eval()
     x = torch.randn(1, 5, 1, 16, 16)
     x2 = x.clone()
     x2[0, 2, 0, 4:8, 8:12] += 1.0  # frame 2, patch row 1, column 2: token n = 1 * 4 + 2 = 6
@@ -365,7 +369,7 @@ def test_drop_path_is_uniform_and_per_sample() -> None:
 def test_config_errors(kwargs: dict, words: list[str]) -> None:
     args = {"in_shape": (10, 1, 64, 64), "out_frames": 10, **kwargs}
     with pytest.raises(ConfigError) as excinfo:
-        PredFormer(args.pop("in_shape"), args.pop("out_frames"), device="meta", **args)
+        PredFormer(in_shape=args.pop("in_shape"), out_frames=args.pop("out_frames"), device="meta", **args)
     msg = str(excinfo.value)
     assert "\n" not in msg and msg.startswith("predformer:")
     for word in words:

@@ -33,7 +33,7 @@ def _n_params(model: torch.nn.Module) -> int:
 
 def _tiny(in_shape=(10, 1, 16, 16), out_frames=10, **kw) -> SFNO:
     base = {"modes": 4, "modes_t": 3, "width": 8, "latent_steps": 6, "dtype": F64}
-    return SFNO(in_shape, out_frames, **{**base, **kw})
+    return SFNO(in_shape=in_shape, out_frames=out_frames, **{**base, **kw})
 
 
 # -- parameter counts ----------------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def test_derived_count_with_default_ffn() -> None:
     # 1x1x(24x24x5) complex weights + the same size of spectral bias.
     spec, ffn, head = 4 * 400 * 576 * 5 * 2, 4 * (20 * 80 + 80 + 80 * 20 + 20), 2 * 576 * 5 * 2
     expected = spec + ffn + 40 + 420 + 3 * 420 + 21 + head
-    model = SFNO((10, 1, 64, 64), 40, modes=12, modes_t=5, width=20, device="meta")
+    model = SFNO(in_shape=(10, 1, 64, 64), out_frames=40, modes=12, modes_t=5, width=20, device="meta")
     assert _n_params(model) == expected == 9_242_461
 
 
@@ -215,7 +215,7 @@ def test_navier_stokes_shapes_float64_forward_backward(size: int, t_out: int) ->
 
 
 def test_bf16_autocast_forward_is_finite() -> None:
-    model = SFNO((10, 1, 16, 16), 10, modes=4, modes_t=3, width=8)
+    model = SFNO(in_shape=(10, 1, 16, 16), out_frames=10, modes=4, modes_t=3, width=8)
     x = torch.randn(2, 10, 1, 16, 16)
     with torch.no_grad():
         ref = model(x)

@@ -35,7 +35,7 @@ def _n_params(module: torch.nn.Module) -> int:
 
 
 def test_published_parameter_count_and_flops() -> None:
-    model = SqueezeTime((16, 3, 224, 224), num_classes=400, device="meta").eval()
+    model = SqueezeTime(in_shape=(16, 3, 224, 224), num_classes=400, device="meta").eval()
     backbone = _n_params(model) - _n_params(model.head)
     # The published 28.7M is the backbone that the reference's own count measures (its ResNet has no classifier);
     # the 400-class head adds 2048 * 400 + 400.
@@ -50,12 +50,12 @@ def test_published_parameter_count_and_flops() -> None:
 
 
 def test_pos_dim_defaults_to_the_stage_sizes() -> None:
-    model = SqueezeTime((16, 3, 224, 224), num_classes=400, device="meta")
+    model = SqueezeTime(in_shape=(16, 3, 224, 224), num_classes=400, device="meta")
     sizes = [tuple(stage[0].ctl.interaction.pos_embed.shape) for stage in model.stages]
     assert sizes == [(1, 16, 56, 56), (1, 16, 28, 28), (1, 16, 14, 14), (1, 16, 7, 7)]
-    explicit = SqueezeTime((16, 3, 224, 224), num_classes=400, pos_dim=[56, 28, 14, 7], device="meta")
+    explicit = SqueezeTime(in_shape=(16, 3, 224, 224), num_classes=400, pos_dim=[56, 28, 14, 7], device="meta")
     assert _n_params(explicit) == _n_params(model)
-    odd = SqueezeTime((8, 3, 100, 60), num_classes=5, device="meta", **TINY_CLS)
+    odd = SqueezeTime(in_shape=(8, 3, 100, 60), num_classes=5, device="meta", **TINY_CLS)
     # conv5x5/2 and maxpool/2 round up (100 -> 50 -> 25, 60 -> 30 -> 15); DW 2x2/2 rounds down.
     assert [tuple(s[0].ctl.interaction.pos_embed.shape[-2:]) for s in odd.stages] == [(25, 15), (12, 7), (6, 3), (3, 1)]
 
@@ -79,7 +79,7 @@ def test_squeeze_is_channel_major() -> None:
 
 def test_model_stem_sees_the_channel_major_clip() -> None:
     t, c = 8, 3
-    model = SqueezeTime((t, c, 32, 32), num_classes=4, **TINY_CLS).eval()
+    model = SqueezeTime(in_shape=(t, c, 32, 32), num_classes=4, **TINY_CLS).eval()
     seen = []
     model.stem[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
     x = torch.randn(1, t, c, 32, 32)
@@ -144,7 +144,7 @@ def test_pos_embed_is_resized_bilinearly_and_learns() -> None:
 
 def test_classifier_runs_where_pos_dim_differs_from_the_input() -> None:
     # Built for 224 positions, run at 64x64: every pos_embed is resized on the fly.
-    model = SqueezeTime((8, 3, 64, 64), num_classes=7, pos_dim=[56, 28, 14, 7], **TINY_CLS)
+    model = SqueezeTime(in_shape=(8, 3, 64, 64), num_classes=7, pos_dim=[56, 28, 14, 7], **TINY_CLS)
     assert model.stages[0][0].ctl.interaction.pos_embed.shape[-1] == 56
     y = model(torch.randn(2, 8, 3, 64, 64))
     assert y.shape == (2, 7) and torch.isfinite(y).all()
@@ -185,7 +185,7 @@ def test_forecast_forward_backward(in_shape: tuple, out_frames: int) -> None:
 
 
 def test_forecast_output_is_unsqueezed_channel_major() -> None:
-    model = SqueezeTime((4, 2, 16, 16), out_frames=3, **TINY_FC).eval()
+    model = SqueezeTime(in_shape=(4, 2, 16, 16), out_frames=3, **TINY_FC).eval()
     with torch.no_grad():
         torch.nn.init.zeros_(model.fc_readout.weight)
         model.fc_readout.bias.copy_(torch.arange(6.0))  # readout channel k -> constant k
@@ -225,7 +225,7 @@ def test_config_errors(kwargs: dict, words: list[str]) -> None:
 
 
 def test_wrong_frames_fail_clearly() -> None:
-    model = SqueezeTime((8, 3, 32, 32), num_classes=4, **TINY_CLS)
+    model = SqueezeTime(in_shape=(8, 3, 32, 32), num_classes=4, **TINY_CLS)
     with pytest.raises(ValueError, match="T \\* C"):
         model(torch.randn(1, 6, 3, 32, 32))
 
@@ -237,6 +237,7 @@ def test_config_file_holds_the_constructor_defaults() -> None:
     defaults = {
         k: list(p.default) if isinstance(p.default, tuple) else p.default
         for k, p in params.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("device", "dtype")
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and k not in ("device", "dtype", "in_shape", "out_frames", "num_classes")
     }
     assert cfg["kwargs"] == defaults

@@ -38,8 +38,6 @@ configuration, and the VQ variants. Initialisation of the encoder/decoder convs 
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -47,8 +45,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from stpred.errors import check
+from stpred.errors import UserError, check
+from stpred.kernels.conv_ssm_scan import IMPLS
 from stpred.layers import ClassifierHead, ConvSSM
+from stpred.losses import convs5_loss  # re-exported: the loss lives in the registry as 'convs5'
+from stpred.models import _validate as V
+from stpred.models.base import SpatioTemporalModel
 from stpred.registry import register_model
 
 __all__ = [
@@ -58,44 +60,13 @@ __all__ = [
     "SequenceLayer",
     "ConvS5",
     "convs5_loss",
-    "convs5",
 ]
 
 _VALUE_RANGES = ("unit", "symmetric", "real")
 _C_D_CONFIGS = ("resnet", "standard")
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "elu", "tanh")
-_IMPLS = ("auto", "triton", "torch")
 
 States = list[torch.Tensor | None]
-
-
-def _is_int(v: object) -> bool:
-    # numbers.Integral so that numpy ints from a datamodule pass; bool is an int but never a size.
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def convs5_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """ConvS5's reconstruction loss ``0.5·(2·L2) + 0.5·L1`` (models.md §1.4).
-
-    ``L2`` is optax's ``l2_loss = ½·(pred − target)²``, so ``2·L2`` is the squared error. Both terms are summed over
-    the last two axes (H, W) and then averaged over every other axis.
-
-    Args:
-        pred: predictions ``[..., H, W]``, e.g. ``[B, T, C, H, W]``.
-        target: targets of the same shape.
-
-    Returns:
-        A scalar.
-
-    Examples:
-        >>> convs5_loss(torch.ones(1, 1, 1, 2, 2), torch.zeros(1, 1, 1, 2, 2))
-        tensor(4.)
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"convs5_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    diff = pred - target
-    per_image = (0.5 * diff.square() + 0.5 * diff.abs()).sum(dim=(-2, -1))
-    return per_image.mean()
 
 
 def _channel_ln(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -260,7 +231,8 @@ class SequenceLayer(nn.Module):
         return _channel_ln(self.norm, u + self.drop(y)), x_new
 
 
-class ConvS5(nn.Module):
+@register_model("convs5")
+class ConvS5(SpatioTemporalModel):
     """ConvS5 (``CONVS5_NOVQ``) forecaster ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]`` or classifier.
 
     Args:
@@ -290,26 +262,29 @@ class ConvS5(nn.Module):
             (zeros unless ``actions`` are passed; 0 for Moving MNIST).
         value_range: ``"unit"`` (data in [0, 1]), ``"symmetric"`` (data in [-1, 1]) or ``"real"`` (no tanh).
         cls_dropout: dropout before the classifier's linear layer.
-        impl: scan implementation, ``"auto" | "triton" | "torch"``.
+        impl: scan implementation, one of :data:`stpred.kernels.conv_ssm_scan.IMPLS`.
         device: parameter device.
         dtype: parameter dtype.
 
     Examples:
-        >>> model = ConvS5((10, 1, 32, 32), 5, d_model=16, ssm_size=8, n_layers=2, widths=(8, 16), norm_groups=4)
+        >>> model = ConvS5(in_shape=(10, 1, 32, 32), out_frames=5, d_model=16, ssm_size=8, n_layers=2,
+        ...                widths=(8, 16), norm_groups=4)
         >>> model(torch.rand(2, 10, 1, 32, 32)).shape
         torch.Size([2, 5, 1, 32, 32])
         >>> model.teacher_forced(torch.rand(2, 7, 1, 32, 32)).shape
         torch.Size([2, 7, 1, 32, 32])
     """
 
-    _version = 1
+    name = "convs5"
+    classifies = True
+    any_length = True
     supports_teacher_forcing = True
 
     def __init__(
         self,
+        *,
         in_shape: Sequence[int],
         out_frames: int | None = None,
-        *,
         num_classes: int | None = None,
         d_model: int = 256,
         ssm_size: int = 256,
@@ -333,18 +308,16 @@ class ConvS5(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(in_shape=in_shape, out_frames=out_frames, num_classes=num_classes)
         _validate(
-            in_shape, out_frames, num_classes, d_model, ssm_size, n_layers, blocks, (kernel_b, kernel_c, kernel_d),
+            self.in_shape, d_model, ssm_size, n_layers, blocks, (kernel_b, kernel_c, kernel_d),
             c_d_config, dt_min, dt_max, activation, norm_groups, dropout, widths, action_dim, value_range,
             cls_dropout, impl,
         )  # fmt: skip
-        t_in, c, h, w = (int(v) for v in in_shape)
-        self.in_shape = (t_in, c, h, w)
-        self.out_frames = None if out_frames is None else int(out_frames)
-        self.num_classes = None if num_classes is None else int(num_classes)
+        c = self.in_shape[1]
         self.widths = tuple(int(v) for v in widths)
         self.factor = 2 ** (len(self.widths) - 1)
+        self.grid_multiple = self.factor
         self.d_model, self.state_size, self.n_layers = d_model, ssm_size // 2, n_layers
         self.action_dim, self.value_range = action_dim, value_range
         fk = {"device": device, "dtype": dtype}
@@ -379,27 +352,19 @@ class ConvS5(nn.Module):
         return f"in_shape={self.in_shape}, {target}, value_range={self.value_range}"
 
     # -- checks ---------------------------------------------------------------------------------------------
-    def _check_frames(self, x: torch.Tensor, what: str, ndim: int = 5) -> None:
-        layout = "[B, T, C, H, W]" if ndim == 5 else "[B, C, H, W]"
-        c = self.in_shape[1]
-        if x.ndim != ndim or x.shape[-3] != c or (ndim == 5 and x.shape[1] < 1):
-            raise ValueError(f"ConvS5 {what} expects {layout} with C={c}, got {list(x.shape)}")
-        if x.shape[-2] % self.factor or x.shape[-1] % self.factor:
-            raise ValueError(f"ConvS5 needs H and W divisible by {self.factor}, got {list(x.shape[-2:])}")
-
     def _check_actions(self, actions: torch.Tensor | None, b: int, length: int) -> None:
         if actions is None:
             return
         if self.action_dim == 0:
-            raise ValueError("ConvS5 was built with action_dim=0; rebuild it with action_dim > 0 to pass actions")
+            raise UserError("convs5 was built with action_dim=0; rebuild it with action_dim > 0 to pass actions")
         if actions.shape != (b, length, self.action_dim):
-            raise ValueError(
-                f"ConvS5 actions must be [B, L, action_dim] = {[b, length, self.action_dim]}, got {list(actions.shape)}"
+            raise UserError(
+                f"convs5 actions must be [B, L, action_dim] = {[b, length, self.action_dim]}, got {list(actions.shape)}"
             )
 
     def _require_forecaster(self, what: str) -> None:
         if self.num_classes is not None:
-            raise ValueError(f"ConvS5.{what} needs a forecasting model (built with num_classes, it has no decoder)")
+            raise UserError(f"convs5.{what} needs a forecasting model (built with num_classes, it has no decoder)")
 
     # -- building blocks ------------------------------------------------------------------------------------
     def _to_net(self, x: torch.Tensor) -> torch.Tensor:
@@ -462,7 +427,7 @@ class ConvS5(nn.Module):
             ``(next_frame [B, C, H, W], states)``.
         """
         self._require_forecaster("step")
-        self._check_frames(frame, "step", ndim=4)
+        self.check_input(frame, single_frame=True)
         if action is not None:
             self._check_actions(action[:, None], frame.shape[0], 1)
         states = [None] * self.n_layers if states is None else list(states)
@@ -476,8 +441,11 @@ class ConvS5(nn.Module):
     def condition(self, x: torch.Tensor, actions: torch.Tensor | None = None) -> tuple[torch.Tensor, States]:
         """Scan the context: ``x [B, T, C, H, W]`` -> ``(prediction of frame T [B, C, H, W], states)``."""
         self._require_forecaster("condition")
-        self._check_frames(x, "condition")
+        self.check_input(x)
         self._check_actions(actions, x.shape[0], x.shape[1])
+        return self._condition(x, actions)
+
+    def _condition(self, x: torch.Tensor, actions: torch.Tensor | None) -> tuple[torch.Tensor, States]:
         features, states = self.scan(self.encode(x, actions))
         return self.decode(features[:, -1]), states
 
@@ -493,13 +461,13 @@ class ConvS5(nn.Module):
         Returns:
             ``[B, n_frames, C, H, W]`` in data units.
         """
-        if not _is_int(n_frames) or n_frames < 1:
-            raise ValueError(f"ConvS5.generate: n_frames must be a positive int, got {n_frames!r}")
+        if not V.is_int(n_frames) or n_frames < 1:
+            raise UserError(f"convs5.generate: n_frames must be a positive int, got {n_frames!r}")
         self._require_forecaster("generate")
-        self._check_frames(x, "generate")
+        self.check_input(x)
         t = x.shape[1]
         self._check_actions(actions, x.shape[0], t + n_frames - 1)
-        frame, states = self.condition(x, None if actions is None else actions[:, :t])
+        frame, states = self._condition(x, None if actions is None else actions[:, :t])
         out = [frame]
         for k in range(1, n_frames):
             frame, states = self.step(frame, states, None if actions is None else actions[:, t + k - 1])
@@ -520,7 +488,7 @@ class ConvS5(nn.Module):
             ``[B, L, C, H, W]`` in data units.
         """
         self._require_forecaster("teacher_forced")
-        self._check_frames(frames, "teacher_forced")
+        self.check_input(frames)
         self._check_actions(actions, frames.shape[0], frames.shape[1])
         features, _ = self.scan(self.encode(frames, actions))
         y = self.decode(rearrange(features, "b l c h w -> (b l) c h w"))
@@ -530,15 +498,13 @@ class ConvS5(nn.Module):
         """Forecast ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``, or logits ``[B, num_classes]``."""
         if self.num_classes is None:
             return self.generate(x, self.out_frames)
-        self._check_frames(x, "forward")
+        self.check_input(x)
         features, _ = self.scan(self.encode(x))
         return self.head(rearrange(features, "b t c h w -> b c t h w"))
 
 
 def _validate(
-    in_shape: Sequence[int],
-    out_frames: int | None,
-    num_classes: int | None,
+    in_shape: tuple[int, int, int, int],
     d_model: int,
     ssm_size: int,
     n_layers: int,
@@ -556,53 +522,37 @@ def _validate(
     cls_dropout: float,
     impl: str,
 ) -> None:
-    check(
-        isinstance(in_shape, Sequence) and len(in_shape) == 4 and all(_is_int(v) and v >= 1 for v in in_shape),
-        f"convs5: in_shape must be 4 positive ints (T_in, C, H, W), got {in_shape!r}",
-    )
-    check(
-        (out_frames is None) != (num_classes is None),
-        f"convs5: give exactly one of out_frames (forecast) and num_classes (classify), got out_frames={out_frames!r}"
-        f" and num_classes={num_classes!r}",
-    )
-    if out_frames is not None:
-        check(_is_int(out_frames) and out_frames >= 1, f"convs5: out_frames must be >= 1, got {out_frames!r}")
-    if num_classes is not None:
-        check(_is_int(num_classes) and num_classes >= 2, f"convs5: num_classes must be >= 2, got {num_classes!r}")
+    m = "convs5"
     for name, v in (("d_model", d_model), ("n_layers", n_layers), ("norm_groups", norm_groups)):
-        check(_is_int(v) and v >= 1, f"convs5: {name} must be a positive int, got {v!r}")
+        V.integer(m, name, v)
     check(
-        _is_int(ssm_size) and ssm_size >= 2 and ssm_size % 2 == 0,
+        V.is_int(ssm_size) and ssm_size >= 2 and ssm_size % 2 == 0,
         f"convs5: ssm_size must be a positive even int (P = ssm_size / 2 conjugate pairs), got {ssm_size!r}",
     )
     check(
-        _is_int(blocks) and blocks >= 1 and ssm_size % blocks == 0 and (ssm_size // blocks) % 2 == 0,
+        V.is_int(blocks) and blocks >= 1 and ssm_size % blocks == 0 and (ssm_size // blocks) % 2 == 0,
         f"convs5: blocks={blocks!r} must split ssm_size={ssm_size} into blocks of even size",
     )
     for name, k in zip(("kernel_b", "kernel_c", "kernel_d"), kernels):
-        check(_is_int(k) and k >= 1 and k % 2 == 1, f"convs5: {name} must be a positive odd int, got {k!r}")
-    check(c_d_config in _C_D_CONFIGS, f"convs5: c_d_config must be resnet|standard, got {c_d_config!r}")
+        check(V.is_int(k) and k >= 1 and k % 2 == 1, f"convs5: {name} must be a positive odd int, got {k!r}")
+    V.one_of(m, "c_d_config", c_d_config, _C_D_CONFIGS)
     check(
-        all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (dt_min, dt_max))
-        and 0 < dt_min <= dt_max,
+        all(V.is_number(v) for v in (dt_min, dt_max)) and 0 < dt_min <= dt_max,
         f"convs5: need numbers 0 < dt_min <= dt_max, got dt_min={dt_min!r}, dt_max={dt_max!r}",
     )
-    check(activation in _ACTIVATIONS, f"convs5: activation must be one of {'|'.join(_ACTIVATIONS)}, got {activation!r}")
-    for name, p in (("dropout", dropout), ("cls_dropout", cls_dropout)):
-        check(isinstance(p, (int, float)) and 0 <= p < 1, f"convs5: {name} must be in [0, 1), got {p!r}")
-    check(
-        isinstance(widths, Sequence) and len(widths) >= 1 and all(_is_int(v) and v >= 1 for v in widths),
-        f"convs5: widths must be a non-empty list of positive ints (one per resolution), got {widths!r}",
-    )
+    V.one_of(m, "activation", activation, _ACTIVATIONS)
+    V.rate(m, "dropout", dropout)
+    V.rate(m, "cls_dropout", cls_dropout)
+    V.int_list(m, "widths", widths)
     bad = [v for v in (d_model, *widths) if v % norm_groups]
     check(
         not bad,
         f"convs5: norm_groups={norm_groups} (GroupNorm) must divide d_model and every width, not {bad}; "
         "lower norm_groups or change the widths",
     )
-    check(_is_int(action_dim) and action_dim >= 0, f"convs5: action_dim must be an int >= 0, got {action_dim!r}")
-    check(value_range in _VALUE_RANGES, f"convs5: value_range must be unit|symmetric|real, got {value_range!r}")
-    check(impl in _IMPLS, f"convs5: impl must be auto|triton|torch, got {impl!r}")
+    V.integer(m, "action_dim", action_dim, minimum=0)
+    V.one_of(m, "value_range", value_range, _VALUE_RANGES)
+    V.one_of(m, "impl", impl, IMPLS)
     factor = 2 ** (len(widths) - 1)
     h, w = in_shape[2], in_shape[3]
     check(
@@ -610,13 +560,3 @@ def _validate(
         f"convs5: H={h} and W={w} must be divisible by {factor} ({len(widths) - 1} pooling stages from "
         f"widths={list(widths)}); use fewer widths or pad the frames",
     )
-
-
-def _create_convs5(in_shape: Sequence[int], out_frames: int | None = None, **kwargs: object) -> ConvS5:
-    return ConvS5(in_shape, out_frames, **kwargs)
-
-
-@register_model("convs5")
-def convs5(in_shape: Sequence[int], out_frames: int | None = None, **kwargs: object) -> ConvS5:
-    """ConvS5 with the published long-horizon Moving-MNIST defaults (d_model 256, ssm_size 256, 8 layers, P 128)."""
-    return _create_convs5(in_shape, out_frames, **kwargs)

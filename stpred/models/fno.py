@@ -30,7 +30,6 @@ All ``T_out`` frames come out of one pass.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -39,30 +38,17 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from stpred.errors import check
+from stpred.kernels.spectral_conv import IMPLS
 from stpred.layers.spectral_conv import SpectralConv2d, SpectralConv3d
+from stpred.models import _validate as V
+from stpred.models.base import SpatioTemporalModel
 from stpred.registry import register_model
 
-__all__ = ["FourierLayer2d", "FNO2d", "FourierLayer3d", "FNO3d", "fno2d", "fno3d"]
+__all__ = ["FourierLayer2d", "FNO2d", "FourierLayer3d", "FNO3d"]
 
 _MODES = ("autoregressive", "oneshot")
-_IMPLS = ("auto", "triton", "torch")
 _PROJ_HIDDEN = 128
 _TIME_PAD = 6  # fourier_3d.py: time is not periodic, so it is zero-padded before the FFTs and cropped after
-
-
-def _is_int(v: object) -> bool:
-    # numbers.Integral so that numpy ints from a datamodule pass; bool is an int but never a size.
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _mode_pair(modes: int | Sequence[int]) -> tuple[int, int]:
-    if _is_int(modes):
-        return int(modes), int(modes)
-    check(
-        isinstance(modes, Sequence) and not isinstance(modes, str) and len(modes) == 2 and all(map(_is_int, modes)),
-        f"fno2d: modes must be an int or a pair of ints [m1, m2], got {modes!r}",
-    )
-    return int(modes[0]), int(modes[1])
 
 
 class FourierLayer2d(nn.Module):
@@ -73,7 +59,7 @@ class FourierLayer2d(nn.Module):
         modes1: modes kept on each side of the H axis.
         modes2: modes kept on the W (half-spectrum) axis.
         activation: apply GELU (every layer but the last).
-        impl: spectral kernel, ``"auto" | "triton" | "torch"``.
+        impl: spectral kernel, one of :data:`stpred.kernels.spectral_conv.IMPLS`.
         device: parameter device.
         dtype: parameter dtype.
     """
@@ -100,7 +86,8 @@ class FourierLayer2d(nn.Module):
         return F.gelu(v) if self.activation else v
 
 
-class FNO2d(nn.Module):
+@register_model("fno2d")
+class FNO2d(SpatioTemporalModel):
     """FNO-2D forecaster ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``.
 
     Args:
@@ -111,23 +98,24 @@ class FNO2d(nn.Module):
         depth: number of Fourier layers.
         mode: ``"autoregressive"`` (one frame per step, rolled out) or ``"oneshot"`` (all T_out frames at once).
         legacy_bn: add the original script's ``depth`` unused BatchNorm2d layers (parameter-count parity only).
-        impl: spectral-convolution kernel, ``"auto" | "triton" | "torch"``.
+        impl: spectral-convolution kernel, one of :data:`stpred.kernels.spectral_conv.IMPLS`.
         device: parameter device.
         dtype: parameter dtype.
 
     Examples:
-        >>> model = FNO2d((10, 1, 64, 64), 5, modes=4, width=8)
+        >>> model = FNO2d(in_shape=(10, 1, 64, 64), out_frames=5, modes=4, width=8)
         >>> model(torch.zeros(2, 10, 1, 64, 64)).shape
         torch.Size([2, 5, 1, 64, 64])
     """
 
-    _version = 1
+    name = "fno2d"
 
     def __init__(
         self,
-        in_shape: Sequence[int],
-        out_frames: int,
         *,
+        in_shape: Sequence[int],
+        out_frames: int | None = None,
+        num_classes: int | None = None,
         modes: int | Sequence[int] = 12,
         width: int = 20,
         depth: int = 4,
@@ -137,29 +125,21 @@ class FNO2d(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        check(
-            isinstance(in_shape, Sequence) and len(in_shape) == 4 and all(_is_int(v) and v > 0 for v in in_shape),
-            f"fno2d: in_shape must be 4 positive ints (T_in, C, H, W), got {in_shape!r}",
-        )
-        check(_is_int(out_frames) and out_frames > 0, f"fno2d: out_frames must be a positive int, got {out_frames!r}")
-        m1, m2 = _mode_pair(modes)
-        t_in, c, h, w = (int(v) for v in in_shape)
-        check(m1 > 0 and m2 > 0, f"fno2d: modes must be positive, got {modes!r}")
+        super().__init__(in_shape=in_shape, out_frames=out_frames, num_classes=num_classes)
+        t_in, c, h, w = self.in_shape
+        m1, m2 = V.int_tuple(self.name, "modes", modes, 2, "[m1, m2]")
         check(
             2 * m1 <= h and m2 <= w // 2 + 1,
             f"fno2d: modes ({m1}, {m2}) do not fit the {h}x{w} grid (need 2*m1 <= H and m2 <= W//2+1); "
             f"use modes <= ({h // 2}, {w // 2 + 1})",
         )
-        check(_is_int(width) and width > 0, f"fno2d: width must be a positive int, got {width!r}")
-        check(_is_int(depth) and depth >= 1, f"fno2d: depth must be an int >= 1, got {depth!r}")
-        check(mode in _MODES, f"fno2d: mode must be one of {'|'.join(_MODES)}, got {mode!r}")
-        check(impl in _IMPLS, f"fno2d: impl must be one of {'|'.join(_IMPLS)}, got {impl!r}")
-        check(isinstance(legacy_bn, bool), f"fno2d: legacy_bn must be true or false, got {legacy_bn!r}")
+        width = V.integer(self.name, "width", width)
+        depth = V.integer(self.name, "depth", depth)
+        V.one_of(self.name, "mode", mode, _MODES)
+        V.one_of(self.name, "impl", impl, IMPLS)
+        V.flag(self.name, "legacy_bn", legacy_bn)
 
         fk = {"device": device, "dtype": dtype}
-        self.in_shape = (t_in, c, h, w)
-        self.out_frames = int(out_frames)
         self.mode = mode
         self.modes = (m1, m2)
         self.lift = nn.Linear(t_in * c + 2, width, **fk)
@@ -197,11 +177,8 @@ class FNO2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forecast ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``."""
-        t_in, c, _, _ = self.in_shape
-        if x.ndim != 5 or x.shape[1] != t_in or x.shape[2] != c:
-            raise ValueError(
-                f"fno2d built for in_shape={self.in_shape} expects [B, {t_in}, {c}, H, W], got {list(x.shape)}"
-            )
+        self.check_input(x)
+        c = self.in_shape[1]
         if self.mode == "oneshot":
             return rearrange(self.step(x), "b h w (t c) -> b t c h w", c=c)
         frames = []
@@ -210,16 +187,6 @@ class FNO2d(nn.Module):
             frames.append(nxt)
             x = torch.cat([x[:, 1:], nxt], dim=1)
         return torch.cat(frames, dim=1)
-
-
-def _mode_triple(modes: int | Sequence[int]) -> tuple[int, int, int]:
-    if _is_int(modes):
-        return int(modes), int(modes), int(modes)
-    check(
-        isinstance(modes, Sequence) and not isinstance(modes, str) and len(modes) == 3 and all(map(_is_int, modes)),
-        f"fno3d: modes must be an int or a triple of ints [mx, my, mt], got {modes!r}",
-    )
-    return int(modes[0]), int(modes[1]), int(modes[2])
 
 
 class FourierLayer3d(nn.Module):
@@ -231,7 +198,7 @@ class FourierLayer3d(nn.Module):
         modes_y: modes kept on each side of the y (W) axis.
         modes_t: modes kept on the t (half-spectrum) axis.
         activation: apply GELU (every layer but the last).
-        impl: spectral kernel, ``"auto" | "triton" | "torch"``.
+        impl: spectral kernel, one of :data:`stpred.kernels.spectral_conv.IMPLS`.
         device: parameter device.
         dtype: parameter dtype.
     """
@@ -259,7 +226,8 @@ class FourierLayer3d(nn.Module):
         return F.gelu(v) if self.activation else v
 
 
-class FNO3d(nn.Module):
+@register_model("fno3d")
+class FNO3d(SpatioTemporalModel):
     """FNO-3D forecaster ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``, all ``T_out`` frames in one pass.
 
     Internally ``(b, c, x, y, t)`` with x = H, y = W and t = the ``T_out`` output steps (last, the half-spectrum
@@ -274,23 +242,24 @@ class FNO3d(nn.Module):
         depth: number of Fourier layers.
         padding: zero steps appended to t before the Fourier layers and cropped after (6 in ``fourier_3d.py``).
         legacy_bn: add the original script's ``depth`` unused BatchNorm3d layers (parameter-count parity only).
-        impl: spectral-convolution kernel, ``"auto" | "triton" | "torch"``.
+        impl: spectral-convolution kernel, one of :data:`stpred.kernels.spectral_conv.IMPLS`.
         device: parameter device.
         dtype: parameter dtype.
 
     Examples:
-        >>> model = FNO3d((10, 1, 32, 32), 8, modes=4, width=8)
+        >>> model = FNO3d(in_shape=(10, 1, 32, 32), out_frames=8, modes=4, width=8)
         >>> model(torch.zeros(2, 10, 1, 32, 32)).shape
         torch.Size([2, 8, 1, 32, 32])
     """
 
-    _version = 1
+    name = "fno3d"
 
     def __init__(
         self,
-        in_shape: Sequence[int],
-        out_frames: int,
         *,
+        in_shape: Sequence[int],
+        out_frames: int | None = None,
+        num_classes: int | None = None,
         modes: int | Sequence[int] = 8,
         width: int = 20,
         depth: int = 4,
@@ -300,17 +269,11 @@ class FNO3d(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        check(
-            isinstance(in_shape, Sequence) and len(in_shape) == 4 and all(_is_int(v) and v > 0 for v in in_shape),
-            f"fno3d: in_shape must be 4 positive ints (T_in, C, H, W), got {in_shape!r}",
-        )
-        check(_is_int(out_frames) and out_frames > 0, f"fno3d: out_frames must be a positive int, got {out_frames!r}")
-        check(_is_int(padding) and padding >= 0, f"fno3d: padding must be an int >= 0, got {padding!r}")
-        mx, my, mt = _mode_triple(modes)
-        t_in, c, h, w = (int(v) for v in in_shape)
-        n_t = int(out_frames) + int(padding)
-        check(min(mx, my, mt) > 0, f"fno3d: modes must be positive, got {modes!r}")
+        super().__init__(in_shape=in_shape, out_frames=out_frames, num_classes=num_classes)
+        padding = V.integer(self.name, "padding", padding, minimum=0)
+        mx, my, mt = V.int_tuple(self.name, "modes", modes, 3, "[mx, my, mt]")
+        t_in, c, h, w = self.in_shape
+        n_t = self.out_frames + padding
         check(
             2 * mx <= h and 2 * my <= w,
             f"fno3d: modes ({mx}, {my}) do not fit the {h}x{w} grid (need 2*mx <= H and 2*my <= W); "
@@ -320,16 +283,14 @@ class FNO3d(nn.Module):
             mt <= n_t // 2 + 1,
             f"fno3d: modes_t={mt} does not fit out_frames + padding = {n_t} time steps; use modes_t <= {n_t // 2 + 1}",
         )
-        check(_is_int(width) and width > 0, f"fno3d: width must be a positive int, got {width!r}")
-        check(_is_int(depth) and depth >= 1, f"fno3d: depth must be an int >= 1, got {depth!r}")
-        check(impl in _IMPLS, f"fno3d: impl must be one of {'|'.join(_IMPLS)}, got {impl!r}")
-        check(isinstance(legacy_bn, bool), f"fno3d: legacy_bn must be true or false, got {legacy_bn!r}")
+        width = V.integer(self.name, "width", width)
+        depth = V.integer(self.name, "depth", depth)
+        V.one_of(self.name, "impl", impl, IMPLS)
+        V.flag(self.name, "legacy_bn", legacy_bn)
 
         fk = {"device": device, "dtype": dtype}
-        self.in_shape = (t_in, c, h, w)
-        self.out_frames = int(out_frames)
         self.modes = (mx, my, mt)
-        self.padding = int(padding)
+        self.padding = padding
         self.lift = nn.Linear(t_in * c + 3, width, **fk)
         self.layers = nn.ModuleList(
             FourierLayer3d(width, mx, my, mt, activation=i < depth - 1, impl=impl, **fk) for i in range(depth)
@@ -351,11 +312,7 @@ class FNO3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forecast ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``."""
-        t_in, c, _, _ = self.in_shape
-        if x.ndim != 5 or x.shape[1] != t_in or x.shape[2] != c:
-            raise ValueError(
-                f"fno3d built for in_shape={self.in_shape} expects [B, {t_in}, {c}, H, W], got {list(x.shape)}"
-            )
+        self.check_input(x)
         b, _, _, h, w = x.shape
         t_out = self.out_frames
         # The input window is repeated along the output steps: each step sees all T_in frames plus its coordinates.
@@ -367,23 +324,3 @@ class FNO3d(nn.Module):
             v = layer(v)
         v = v[..., :t_out]
         return rearrange(self.project(rearrange(v, "b d h w s -> b h w s d")), "b h w s c -> b s c h w")
-
-
-def _create_fno(in_shape: Sequence[int], out_frames: int, **kwargs: object) -> FNO2d:
-    return FNO2d(in_shape, out_frames, **kwargs)
-
-
-@register_model("fno2d")
-def fno2d(in_shape: Sequence[int], out_frames: int, **kwargs: object) -> FNO2d:
-    """FNO-2D (script defaults: modes 12, width 20, depth 4, autoregressive); see :class:`FNO2d`."""
-    return _create_fno(in_shape, out_frames, **kwargs)
-
-
-def _create_fno3d(in_shape: Sequence[int], out_frames: int, **kwargs: object) -> FNO3d:
-    return FNO3d(in_shape, out_frames, **kwargs)
-
-
-@register_model("fno3d")
-def fno3d(in_shape: Sequence[int], out_frames: int, **kwargs: object) -> FNO3d:
-    """FNO-3D (script defaults: modes 8, width 20, depth 4, time padding 6); see :class:`FNO3d`."""
-    return _create_fno3d(in_shape, out_frames, **kwargs)

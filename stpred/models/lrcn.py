@@ -25,7 +25,6 @@ rollout for any number of steps.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -34,17 +33,14 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from stpred.errors import check
+from stpred.models import _validate as V
+from stpred.models.base import SpatioTemporalModel
 from stpred.registry import register_model
 
-__all__ = ["BasicBlock", "FrameEncoder", "FrameDecoder", "LRCN", "lrcn"]
+__all__ = ["BasicBlock", "FrameEncoder", "FrameDecoder", "LRCN"]
 
 _READOUTS = ("mean", "last")
 _STEMS = ("resnet", "small")
-
-
-def _is_int(v: object) -> bool:
-    # numbers.Integral so that numpy ints from a datamodule pass; bool is an int but never a size.
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 class BasicBlock(nn.Module):
@@ -189,7 +185,8 @@ class FrameDecoder(nn.Module):
         return self.readout(self.ups(x))
 
 
-class LRCN(nn.Module):
+@register_model("lrcn")
+class LRCN(SpatioTemporalModel):
     """LRCN: clip classifier ``[B, T, C, H, W] -> [B, num_classes]`` or recurrent forecaster (proposed).
 
     Give exactly one of ``out_frames`` and ``num_classes``.
@@ -210,22 +207,24 @@ class LRCN(nn.Module):
         dtype: parameter dtype.
 
     Examples:
-        >>> clf = LRCN((8, 3, 64, 64), num_classes=5, widths=(8, 16), blocks=1, stem="small", hidden=16)
+        >>> clf = LRCN(in_shape=(8, 3, 64, 64), num_classes=5, widths=(8, 16), blocks=1, stem="small", hidden=16)
         >>> clf(torch.zeros(2, 8, 3, 64, 64)).shape
         torch.Size([2, 5])
-        >>> fc = LRCN((10, 1, 32, 32), out_frames=4, widths=(8, 16), blocks=1, stem="small", hidden=16)
+        >>> fc = LRCN(in_shape=(10, 1, 32, 32), out_frames=4, widths=(8, 16), blocks=1, stem="small", hidden=16)
         >>> fc(torch.zeros(2, 10, 1, 32, 32)).shape
         torch.Size([2, 4, 1, 32, 32])
     """
 
-    _version = 1
+    name = "lrcn"
+    classifies = True
+    any_length = True
 
     def __init__(
         self,
+        *,
         in_shape: Sequence[int],
         out_frames: int | None = None,
         num_classes: int | None = None,
-        *,
         widths: Sequence[int] = (64, 128, 256, 512),
         blocks: int | Sequence[int] = 2,
         stem: str = "resnet",
@@ -237,14 +236,14 @@ class LRCN(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(in_shape=in_shape, out_frames=out_frames, num_classes=num_classes)
         widths, blocks = _validate(
-            in_shape, out_frames, num_classes, widths, blocks, stem, hidden, lstm_layers, readout, dropout, feature_dim
-        )
-        t, c, h, w = (int(v) for v in in_shape)
-        self.in_shape = (t, c, h, w)
-        self.out_frames = int(out_frames) if out_frames is not None else None
-        self.num_classes = int(num_classes) if num_classes is not None else None
+            self.in_shape, out_frames is not None, widths, blocks, stem, hidden, lstm_layers, readout, dropout,
+            feature_dim,
+        )  # fmt: skip
+        _, c, h, w = self.in_shape
+        # The forecaster flattens the latent frame into one vector, so its grid is fixed.
+        self.fixed_grid = self.num_classes is None
         self.readout = readout
         fk = {"device": device, "dtype": dtype}
         self.encoder = FrameEncoder(c, widths, blocks, stem, **fk)
@@ -270,11 +269,6 @@ class LRCN(nn.Module):
     def extra_repr(self) -> str:
         target = f"num_classes={self.num_classes}" if self.num_classes is not None else f"out_frames={self.out_frames}"
         return f"in_shape={self.in_shape}, {target}, readout={self.readout}"
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        c = self.in_shape[1]
-        if x.ndim != 5 or x.shape[2] != c:
-            raise ValueError(f"LRCN built for in_shape={self.in_shape} expects [B, T, {c}, H, W], got {list(x.shape)}")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Frames ``[B, T, C, H, W]`` -> vectors ``[B, T, D]`` (pooled for classification, projected for forecasts)."""
@@ -304,53 +298,29 @@ class LRCN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, C, H, W]`` -> clip logits ``[B, num_classes]`` or forecast ``[B, T_out, C, H, W]``."""
-        self._check_input(x)
+        self.check_input(x)
         if self.num_classes is None:
-            if tuple(x.shape[-2:]) != self.in_shape[2:]:
-                raise ValueError(f"LRCN forecaster built for {self.in_shape[2:]} frames, got {list(x.shape[-2:])}")
             return self.generate(x, self.out_frames)
         logits = self.step_logits(x)
         return logits.mean(dim=1) if self.readout == "mean" else logits[:, -1]
 
 
-def _validate(in_shape, out_frames, num_classes, widths, blocks, stem, hidden, lstm_layers, readout, dropout, fdim):
-    check(
-        isinstance(in_shape, Sequence) and len(in_shape) == 4 and all(_is_int(v) and v > 0 for v in in_shape),
-        f"lrcn: in_shape must be 4 positive ints (T, C, H, W), got {in_shape!r}",
-    )
-    check(
-        (out_frames is None) != (num_classes is None),
-        f"lrcn: give exactly one of out_frames (forecast) and num_classes (classify), "
-        f"got out_frames={out_frames!r}, num_classes={num_classes!r}",
-    )
-    if out_frames is not None:
-        check(_is_int(out_frames) and out_frames > 0, f"lrcn: out_frames must be a positive int, got {out_frames!r}")
-    else:
-        check(_is_int(num_classes) and num_classes >= 2, f"lrcn: num_classes must be an int >= 2, got {num_classes!r}")
-    check(
-        isinstance(widths, Sequence)
-        and not isinstance(widths, str)
-        and len(widths) >= 1
-        and all(_is_int(v) and v > 0 for v in widths),
-        f"lrcn: widths must be a non-empty list of positive ints, got {widths!r}",
-    )
-    widths = [int(v) for v in widths]
-    if _is_int(blocks):
+def _validate(in_shape, forecast, widths, blocks, stem, hidden, lstm_layers, readout, dropout, fdim):
+    m = "lrcn"
+    widths = V.int_list(m, "widths", widths)
+    if V.is_int(blocks):
         blocks = [int(blocks)] * len(widths)
     check(
-        isinstance(blocks, Sequence) and len(blocks) == len(widths) and all(_is_int(v) and v >= 1 for v in blocks),
+        isinstance(blocks, Sequence) and len(blocks) == len(widths) and all(V.is_int(v) and v >= 1 for v in blocks),
         f"lrcn: blocks must be an int >= 1 or one such int per stage ({len(widths)}), got {blocks!r}",
     )
-    check(stem in _STEMS, f"lrcn: stem must be one of {'|'.join(_STEMS)}, got {stem!r}")
-    check(_is_int(hidden) and hidden > 0, f"lrcn: hidden must be a positive int, got {hidden!r}")
-    check(_is_int(lstm_layers) and lstm_layers >= 1, f"lrcn: lstm_layers must be an int >= 1, got {lstm_layers!r}")
-    check(readout in _READOUTS, f"lrcn: readout must be one of {'|'.join(_READOUTS)}, got {readout!r}")
-    check(
-        isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0,
-        f"lrcn: dropout must be in [0, 1), got {dropout!r}",
-    )
-    check(_is_int(fdim) and fdim > 0, f"lrcn: feature_dim must be a positive int, got {fdim!r}")
-    if out_frames is not None:
+    V.one_of(m, "stem", stem, _STEMS)
+    V.integer(m, "hidden", hidden)
+    V.integer(m, "lstm_layers", lstm_layers)
+    V.one_of(m, "readout", readout, _READOUTS)
+    V.rate(m, "dropout", dropout)
+    V.integer(m, "feature_dim", fdim)
+    if forecast:
         _, _, h, w = in_shape
         factor = (4 if stem == "resnet" else 1) * 2 ** (len(widths) - 1)
         check(
@@ -359,15 +329,3 @@ def _validate(in_shape, out_frames, num_classes, widths, blocks, stem, hidden, l
             f"{len(widths)} stages), got H={h}, W={w}; use stem=small or fewer widths",
         )
     return widths, [int(v) for v in blocks]
-
-
-def _create_lrcn(in_shape: Sequence[int], out_frames: int | None, num_classes: int | None, **kwargs) -> LRCN:
-    return LRCN(in_shape, out_frames, num_classes, **kwargs)
-
-
-@register_model("lrcn")
-def lrcn(
-    in_shape: Sequence[int], out_frames: int | None = None, num_classes: int | None = None, **kwargs: object
-) -> LRCN:
-    """LRCN with a ResNet-18-style frame encoder and LSTM(256); see :class:`LRCN`."""
-    return _create_lrcn(in_shape, out_frames, num_classes, **kwargs)

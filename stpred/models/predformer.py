@@ -43,7 +43,6 @@ Classification: with ``num_classes`` instead of ``out_frames`` the encoder token
 from __future__ import annotations
 
 import itertools
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -54,6 +53,8 @@ from einops import rearrange
 from stpred.errors import check
 from stpred.layers.drop import DropPath
 from stpred.layers.heads import ClassifierHead
+from stpred.models import _validate as V
+from stpred.models.base import SpatioTemporalModel
 from stpred.registry import register_model
 
 __all__ = [
@@ -63,7 +64,6 @@ __all__ = [
     "PredFormer",
     "arrangement_layout",
     "sinusoidal_position_encoding",
-    "predformer",
 ]
 
 _NAMED = ("full", "fac_ts", "fac_st")
@@ -73,15 +73,6 @@ _VIEWS = {
     "S": ("b t n d -> (b t) n d", "(b t) n d -> b t n d"),
     "F": ("b t n d -> b (t n) d", "b (t n) d -> b t n d"),
 }
-
-
-def _is_int(v: object) -> bool:
-    # numbers.Integral so that numpy ints from a datamodule pass; bool is an int but never a size.
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_rate(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0
 
 
 def sinusoidal_position_encoding(
@@ -259,7 +250,8 @@ class GatedTransformerBlock(nn.Module):
         return self.norm3(x)
 
 
-class PredFormer(nn.Module):
+@register_model("predformer")
+class PredFormer(SpatioTemporalModel):
     """PredFormer ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]`` (or logits ``[B, num_classes]``).
 
     The defaults are the published Moving-MNIST model (Quadruplet-TSST, 6 units, patch 8: 25,297,728 parameters).
@@ -286,19 +278,21 @@ class PredFormer(nn.Module):
         dtype: parameter dtype.
 
     Examples:
-        >>> model = PredFormer((4, 2, 32, 32), 4, arrangement=["S", "T", "S"], n_units=1, dim=32, heads=2,
-        ...                    dim_head=16, mlp_hidden=64, patch_size=4)
+        >>> model = PredFormer(in_shape=(4, 2, 32, 32), out_frames=4, arrangement=["S", "T", "S"], n_units=1,
+        ...                    dim=32, heads=2, dim_head=16, mlp_hidden=64, patch_size=4)
         >>> model(torch.zeros(2, 4, 2, 32, 32)).shape
         torch.Size([2, 4, 2, 32, 32])
     """
 
-    _version = 1
+    name = "predformer"
+    classifies = True
+    input_hint = "the position code is sized for T_in * N tokens, so rebuild the model for another shape"
 
     def __init__(
         self,
+        *,
         in_shape: Sequence[int],
         out_frames: int | None = None,
-        *,
         num_classes: int | None = None,
         arrangement: str | Sequence[str] = ("T", "S", "S", "T"),
         n_units: int = 6,
@@ -315,16 +309,14 @@ class PredFormer(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(in_shape=in_shape, out_frames=out_frames, num_classes=num_classes)
         _validate(
-            in_shape, out_frames, num_classes, arrangement, n_units, patch_size, dim, heads, dim_head, mlp_hidden,
+            self.in_shape, arrangement, n_units, patch_size, dim, heads, dim_head, mlp_hidden,
             dropout, attn_dropout, drop_path, head_dropout, legacy_stack_norm,
         )  # fmt: skip
-        t_in, c, h, w = (int(v) for v in in_shape)
+        t_in, c, h, w = self.in_shape
         fk = {"device": device, "dtype": dtype}
-        self.in_shape = (t_in, c, h, w)
-        self.out_frames = None if out_frames is None else int(out_frames)
-        self.num_classes = None if num_classes is None else int(num_classes)
+        self.fixed_grid = True
         self.patch_size = int(patch_size)
         self.grid = (h // patch_size, w // patch_size)
         n = self.grid[0] * self.grid[1]
@@ -363,13 +355,6 @@ class PredFormer(nn.Module):
         target = f"out_frames={self.out_frames}" if self.num_classes is None else f"num_classes={self.num_classes}"
         return f"in_shape={self.in_shape}, {target}, kinds={''.join(self.kinds)}, patch_size={self.patch_size}"
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 5 or tuple(x.shape[1:]) != self.in_shape:
-            raise ValueError(
-                f"predformer built for in_shape={self.in_shape} expects [B, {', '.join(map(str, self.in_shape))}], "
-                f"got {list(x.shape)}; the position code is sized for T_in * N tokens, so rebuild the model"
-            )
-
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, C, H, W] -> [B, T, N, p^2 C]`` with patches in row-major order and vectors ``(p1 p2 c)``."""
         p = self.patch_size
@@ -397,7 +382,7 @@ class PredFormer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forecast ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``, or classify to logits ``[B, num_classes]``."""
-        self._check_input(x)
+        self.check_input(x)
         if self.num_classes is not None:
             return self.head(self.encode(x).mean(dim=(1, 2)))
         t_in, t_out = self.in_shape[0], self.out_frames
@@ -420,9 +405,7 @@ def _runs(kinds: Sequence[str]) -> list[tuple[str, int, int]]:
 
 
 def _validate(
-    in_shape: Sequence[int],
-    out_frames: int | None,
-    num_classes: int | None,
+    in_shape: tuple[int, int, int, int],
     arrangement: str | Sequence[str],
     n_units: int,
     patch_size: int,
@@ -436,24 +419,7 @@ def _validate(
     head_dropout: float,
     legacy_stack_norm: bool,
 ) -> None:
-    check(
-        isinstance(in_shape, Sequence) and len(in_shape) == 4 and all(_is_int(v) and v > 0 for v in in_shape),
-        f"predformer: in_shape must be 4 positive ints (T_in, C, H, W), got {in_shape!r}",
-    )
-    check(
-        (out_frames is None) != (num_classes is None),
-        "predformer: give exactly one of out_frames (forecast) and num_classes (classify), "
-        f"got out_frames={out_frames!r}, num_classes={num_classes!r}",
-    )
-    if out_frames is not None:
-        check(
-            _is_int(out_frames) and out_frames > 0, f"predformer: out_frames must be a positive int, got {out_frames!r}"
-        )
-    else:
-        check(
-            _is_int(num_classes) and num_classes >= 2,
-            f"predformer: num_classes must be an int >= 2, got {num_classes!r}",
-        )
+    m = "predformer"
     named = isinstance(arrangement, str) and arrangement.lower() in _NAMED
     if not named:
         tokens = list(arrangement) if isinstance(arrangement, (str, Sequence)) else []
@@ -462,8 +428,8 @@ def _validate(
             f"predformer: arrangement must be one of {'|'.join(_NAMED)} or a unit of T/S tokens such as "
             f"[T, S, S, T], got {arrangement!r}",
         )
-    check(_is_int(n_units) and n_units >= 1, f"predformer: n_units must be an int >= 1, got {n_units!r}")
-    check(_is_int(patch_size) and patch_size >= 1, f"predformer: patch_size must be a positive int, got {patch_size!r}")
+    V.integer(m, "n_units", n_units)
+    V.integer(m, "patch_size", patch_size)
     _, _, h, w = in_shape
     check(
         h % patch_size == 0 and w % patch_size == 0,
@@ -471,25 +437,12 @@ def _validate(
         "pad or crop the grid, or pick a patch size that divides both",
     )
     for name, v in (("dim", dim), ("heads", heads), ("dim_head", dim_head), ("mlp_hidden", mlp_hidden)):
-        check(_is_int(v) and v > 0, f"predformer: {name} must be a positive int, got {v!r}")
+        V.integer(m, name, v)
     for name, rate in (
         ("dropout", dropout),
         ("attn_dropout", attn_dropout),
         ("drop_path", drop_path),
         ("head_dropout", head_dropout),
     ):
-        check(_is_rate(rate), f"predformer: {name} must be in [0, 1), got {rate!r}")
-    check(
-        isinstance(legacy_stack_norm, bool),
-        f"predformer: legacy_stack_norm must be true or false, got {legacy_stack_norm!r}",
-    )
-
-
-def _create_predformer(in_shape: Sequence[int], out_frames: int | None = None, **kwargs: object) -> PredFormer:
-    return PredFormer(in_shape, out_frames, **kwargs)
-
-
-@register_model("predformer")
-def predformer(in_shape: Sequence[int], out_frames: int | None = None, **kwargs: object) -> PredFormer:
-    """PredFormer (Moving-MNIST defaults: Quadruplet-TSST x 6, patch 8, D 256, H 1024); see :class:`PredFormer`."""
-    return _create_predformer(in_shape, out_frames, **kwargs)
+        V.rate(m, name, rate)
+    V.flag(m, "legacy_stack_norm", legacy_stack_norm)

@@ -37,7 +37,6 @@ width itself) = 9,250,333 parameters; with today's ``channel_expansion=4`` (hidd
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -45,7 +44,10 @@ import torch.nn as nn
 from einops import rearrange
 
 from stpred.errors import check
+from stpred.kernels.spectral_conv import IMPLS
 from stpred.layers.spectral_conv import SpectralConv3d
+from stpred.models import _validate as V
+from stpred.models.base import SpatioTemporalModel
 from stpred.registry import register_model
 
 __all__ = [
@@ -57,22 +59,12 @@ __all__ = [
     "SpectralBlock",
     "OutConv",
     "SFNO",
-    "sfno",
 ]
 
-_IMPLS = ("auto", "triton", "torch")
 _NORMS = ("backward", "forward", "ortho")
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 #: The time grid of the positional encoding is ``t_j = (j + 1) / 100`` (torch-cfd's ``max_time_steps``).
 _PE_TIME_STEPS = 100
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v: object) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _spectral_dtype(x: torch.Tensor) -> torch.dtype:
@@ -450,7 +442,8 @@ def _copy_low_modes(dst: torch.Tensor, src: torch.Tensor, old: Sequence[int], ne
             dst[(*ax, d_x, d_y, slice(0, mt))] = src[(*ax, s_x, s_y)]
 
 
-class SFNO(nn.Module):
+@register_model("sfno")
+class SFNO(SpatioTemporalModel):
     """Spectral-Refiner space-time FNO ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]`` (not the spherical FNO).
 
     Args:
@@ -469,23 +462,24 @@ class SFNO(nn.Module):
         temporal_padding: left-pad the out-conv's time axis.
         fft_norm: FFT normalisation, ``"backward"`` as published.
         helmholtz: project the output on divergence-free fields (velocity, C = 2).
-        impl: spectral kernel, ``"auto" | "triton" | "torch"``.
+        impl: spectral kernel, one of :data:`stpred.kernels.spectral_conv.IMPLS`.
         device: parameter device.
         dtype: parameter dtype.
 
     Examples:
-        >>> model = SFNO((10, 1, 32, 32), 20, modes=4, modes_t=3, width=8)
+        >>> model = SFNO(in_shape=(10, 1, 32, 32), out_frames=20, modes=4, modes_t=3, width=8)
         >>> model(torch.zeros(2, 10, 1, 32, 32)).shape
         torch.Size([2, 20, 1, 32, 32])
     """
 
-    _version = 1
+    name = "sfno"
 
     def __init__(
         self,
-        in_shape: Sequence[int],
-        out_frames: int,
         *,
+        in_shape: Sequence[int],
+        out_frames: int | None = None,
+        num_classes: int | None = None,
         modes: int | Sequence[int] = 12,
         modes_t: int = 5,
         width: int = 20,
@@ -503,57 +497,45 @@ class SFNO(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(in_shape=in_shape, out_frames=out_frames, num_classes=num_classes)
+        m = self.name
+        t_in, c, h, w = self.in_shape
+        mx, my = V.int_tuple(m, "modes", modes, 2, "[mx, my]")
         check(
-            isinstance(in_shape, Sequence) and len(in_shape) == 4 and all(_is_int(v) and v > 0 for v in in_shape),
-            f"sfno: in_shape must be 4 positive ints (T_in, C, H, W), got {in_shape!r}",
+            2 * mx <= h and 2 * my <= w,
+            f"sfno: modes ({mx}, {my}) do not fit the {h}x{w} grid (need 2*mx <= H and 2*my <= W); "
+            f"use modes <= ({h // 2}, {w // 2})",
         )
-        check(_is_int(out_frames) and out_frames > 0, f"sfno: out_frames must be a positive int, got {out_frames!r}")
-        t_in, c, h, w = (int(v) for v in in_shape)
-        mx, my = self._check_modes(modes, h, w)
-        check(
-            _is_int(latent_steps) and latent_steps > 0,
-            f"sfno: latent_steps must be a positive int, got {latent_steps!r}",
-        )
-        check(_is_int(modes_t) and modes_t > 0, f"sfno: modes_t must be a positive int, got {modes_t!r}")
+        V.integer(m, "latent_steps", latent_steps)
+        V.integer(m, "modes_t", modes_t)
         limit = min(t_in // 2 + 1, latent_steps // 2 + 1)
         check(
             modes_t <= limit,
             f"sfno: modes_t={modes_t} does not fit T_in={t_in} and latent_steps={latent_steps} "
             f"(need modes_t <= T//2+1 for both); use modes_t <= {limit}",
         )
-        check(_is_int(width) and width > 3, f"sfno: width must be an int > 3 (3 coordinate channels), got {width!r}")
+        V.integer(m, "width", width, minimum=4, why=" (3 coordinate channels)")
         check(width >= c, f"sfno: width={width} must be at least the {c} input channels")
+        V.integer(m, "num_spectral_layers", num_spectral_layers, minimum=2, why=" (the lifting layer counts)")
+        V.integer(m, "channel_expansion", channel_expansion)
         check(
-            _is_int(num_spectral_layers) and num_spectral_layers >= 2,
-            f"sfno: num_spectral_layers must be an int >= 2 (the lifting layer counts), got {num_spectral_layers!r}",
-        )
-        check(
-            _is_int(channel_expansion) and channel_expansion > 0,
-            f"sfno: channel_expansion must be a positive int, got {channel_expansion!r}",
-        )
-        check(
-            ffn_hidden is None or (_is_int(ffn_hidden) and ffn_hidden > 0),
+            ffn_hidden is None or (V.is_int(ffn_hidden) and ffn_hidden > 0),
             f"sfno: ffn_hidden must be null or a positive int, got {ffn_hidden!r}",
         )
-        check(_is_real(beta) and _is_real(delta), f"sfno: beta and delta must be numbers, got {beta!r}, {delta!r}")
+        V.number(m, "beta", beta)
+        V.number(m, "delta", delta)
         act = activation.lower() if isinstance(activation, str) else activation
         check(act in _ACTIVATIONS, f"sfno: activation must be one of {'|'.join(_ACTIVATIONS)}, got {activation!r}")
-        check(
-            isinstance(temporal_padding, bool),
-            f"sfno: temporal_padding must be true or false, got {temporal_padding!r}",
-        )
-        check(fft_norm in _NORMS, f"sfno: fft_norm must be one of {'|'.join(_NORMS)}, got {fft_norm!r}")
-        check(impl in _IMPLS, f"sfno: impl must be one of {'|'.join(_IMPLS)}, got {impl!r}")
-        check(isinstance(helmholtz, bool), f"sfno: helmholtz must be true or false, got {helmholtz!r}")
+        V.flag(m, "temporal_padding", temporal_padding)
+        V.one_of(m, "fft_norm", fft_norm, _NORMS)
+        V.one_of(m, "impl", impl, IMPLS)
+        V.flag(m, "helmholtz", helmholtz)
         check(not helmholtz or c == 2, f"sfno: helmholtz projects 2-component velocity; in_shape has C={c}")
 
         fk = {"device": device, "dtype": dtype}
         hidden = int(ffn_hidden) if ffn_hidden is not None else channel_expansion * width
         spectral = {"norm": fft_norm, "impl": impl}
         m3 = (mx, my, int(modes_t))
-        self.in_shape = (t_in, c, h, w)
-        self.out_frames = int(out_frames)
         self.modes = m3
         self.latent_steps = int(latent_steps)
         self.lift = LiftingOperator(
@@ -576,43 +558,15 @@ class SFNO(nn.Module):
             **fk,
         )
 
-    @staticmethod
-    def _check_modes(modes: int | Sequence[int], h: int, w: int) -> tuple[int, int]:
-        if _is_int(modes):
-            mx = my = int(modes)
-        else:
-            check(
-                isinstance(modes, Sequence)
-                and not isinstance(modes, str)
-                and len(modes) == 2
-                and all(map(_is_int, modes)),
-                f"sfno: modes must be an int or a pair of ints [mx, my], got {modes!r}",
-            )
-            mx, my = int(modes[0]), int(modes[1])
-        check(mx > 0 and my > 0, f"sfno: modes must be positive, got {modes!r}")
-        check(
-            2 * mx <= h and 2 * my <= w,
-            f"sfno: modes ({mx}, {my}) do not fit the {h}x{w} grid (need 2*mx <= H and 2*my <= W); "
-            f"use modes <= ({h // 2}, {w // 2})",
-        )
-        return mx, my
-
     def extra_repr(self) -> str:
         return (
             f"in_shape={self.in_shape}, out_frames={self.out_frames}, modes={self.modes}, "
             f"latent_steps={self.latent_steps}"
         )
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        t_in, c, _, _ = self.in_shape
-        if x.ndim != 5 or x.shape[1] != t_in or x.shape[2] != c:
-            raise ValueError(
-                f"sfno built for in_shape={self.in_shape} expects [B, {t_in}, {c}, H, W], got {list(x.shape)}"
-            )
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent trajectory ``[B, C, H, W, latent_steps]`` of ``x`` ``[B, T_in, C, H, W]``, before the out-conv."""
-        self._check_input(x)
+        self.check_input(x)
         v = self.lift(rearrange(x, "b t c h w -> b c h w t"))
         for block in self.blocks:
             v = block(v)
@@ -650,13 +604,3 @@ class SFNO(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forecast ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``."""
         return self.decode(self.encode(x), x)
-
-
-def _create_sfno(in_shape: Sequence[int], out_frames: int, **kwargs: object) -> SFNO:
-    return SFNO(in_shape, out_frames, **kwargs)
-
-
-@register_model("sfno")
-def sfno(in_shape: Sequence[int], out_frames: int, **kwargs: object) -> SFNO:
-    """SFNO, the Spectral-Refiner space-time FNO (defaults of models.md §7.2); see :class:`SFNO`."""
-    return _create_sfno(in_shape, out_frames, **kwargs)

@@ -23,7 +23,6 @@ the translator's ``T_in * hid_S`` feature channels are average-pooled over space
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +32,8 @@ from einops import rearrange, repeat
 from stpred.errors import check
 from stpred.layers.drop import DropPath
 from stpred.layers.heads import ClassifierHead
+from stpred.models import _validate as V
+from stpred.models.base import SpatioTemporalModel
 from stpred.registry import register_model
 
 __all__ = [
@@ -45,15 +46,9 @@ __all__ = [
     "MidMetaNet",
     "SimVPv2",
     "drop_path_rates",
-    "simvpv2",
 ]
 
 _ROLLOUTS = ("chunked", "direct")
-
-
-def _is_int(v: object) -> bool:
-    # numbers.Integral so that numpy ints from a datamodule pass; bool is an int but never a size.
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def drop_path_rates(drop_path: float, depth: int, *, legacy: bool = False) -> list[float]:
@@ -356,7 +351,8 @@ class MidMetaNet(nn.Module):
         return self.proj_out(x)
 
 
-class SimVPv2(nn.Module):
+@register_model("simvpv2")
+class SimVPv2(SpatioTemporalModel):
     """SimVPv2 with the gSTA translator; ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]`` (or logits ``[B, K]``).
 
     Args:
@@ -379,21 +375,23 @@ class SimVPv2(nn.Module):
         dtype: parameter dtype.
 
     Examples:
-        >>> model = SimVPv2((10, 1, 64, 64), 10, hid_S=8, hid_T=16, N_S=2, N_T=2)
+        >>> model = SimVPv2(in_shape=(10, 1, 64, 64), out_frames=10, hid_S=8, hid_T=16, N_S=2, N_T=2)
         >>> model(torch.zeros(2, 10, 1, 64, 64)).shape
         torch.Size([2, 10, 1, 64, 64])
-        >>> clf = SimVPv2((8, 3, 64, 64), None, num_classes=5, hid_S=8, hid_T=16, N_S=2, N_T=2)
+        >>> clf = SimVPv2(in_shape=(8, 3, 64, 64), num_classes=5, hid_S=8, hid_T=16, N_S=2, N_T=2)
         >>> clf(torch.zeros(2, 8, 3, 64, 64)).shape
         torch.Size([2, 5])
     """
 
-    _version = 1
+    name = "simvpv2"
+    classifies = True
+    input_hint = "the translator is tied to T_in * hid_S channels, so rebuild the model for a new T_in or C"
 
     def __init__(
         self,
-        in_shape: Sequence[int],
-        out_frames: int | None,
         *,
+        in_shape: Sequence[int],
+        out_frames: int | None = None,
         hid_S: int = 64,
         hid_T: int = 512,
         N_S: int = 4,
@@ -409,25 +407,17 @@ class SimVPv2(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        _validate_target(out_frames, num_classes)
-        # A classifier has no horizon; 1 stands in so the shared checks run unchanged.
-        horizon = out_frames if num_classes is None else 1
+        super().__init__(in_shape=in_shape, out_frames=out_frames, num_classes=num_classes)
         _validate(
-            in_shape, horizon, hid_S, hid_T, N_S, N_T, mlp_ratio, drop, drop_path,
-            spatio_kernel_enc, spatio_kernel_dec, rollout,
+            self.in_shape, hid_S, hid_T, N_S, N_T, mlp_ratio, drop, drop_path, spatio_kernel_enc, spatio_kernel_dec,
+            rollout,
         )  # fmt: skip
-        check(
-            isinstance(legacy_drop_path, bool),
-            f"simvpv2: legacy_drop_path must be true or false, got {legacy_drop_path!r}",
-        )
-        t_in, c, h, w = (int(v) for v in in_shape)
-        self.in_shape = (t_in, c, h, w)
-        self.num_classes = int(num_classes) if num_classes is not None else None
-        self.out_frames = int(out_frames) if out_frames is not None else None
+        V.flag(self.name, "legacy_drop_path", legacy_drop_path)
+        t_in, c, h, w = self.in_shape
         self.rollout = rollout
         self.hid_S = hid_S
         self.factor = 2 ** (N_S // 2)
+        self.grid_multiple = self.factor
         # Only the direct rollout changes the translator's output width; chunked passes always yield T_in frames.
         self.pass_frames = self.out_frames if rollout == "direct" and self.num_classes is None else t_in
         fk = {"device": device, "dtype": dtype}
@@ -455,16 +445,6 @@ class SimVPv2(nn.Module):
             return f"in_shape={self.in_shape}, num_classes={self.num_classes}"
         return f"in_shape={self.in_shape}, out_frames={self.out_frames}, rollout={self.rollout}"
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        t_in, c = self.in_shape[:2]
-        if x.ndim != 5 or x.shape[1] != t_in or x.shape[2] != c:
-            raise ValueError(
-                f"SimVPv2 built for in_shape={self.in_shape} expects [B, {t_in}, {c}, H, W], got {list(x.shape)}; "
-                "the translator is tied to T_in * hid_S channels, so rebuild the model for a new T_in or C"
-            )
-        if x.shape[-2] % self.factor or x.shape[-1] % self.factor:
-            raise ValueError(f"SimVPv2 needs H and W divisible by {self.factor}, got {list(x.shape[-2:])}")
-
     def _single_pass(self, x: torch.Tensor) -> torch.Tensor:
         """One encoder-translator-decoder pass: ``[B, T_in, C, H, W] -> [B, pass_frames, C, H, W]``."""
         b, t = x.shape[:2]
@@ -486,7 +466,7 @@ class SimVPv2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forecast ``[B, T_in, C, H, W] -> [B, T_out, C, H, W]``, or logits ``[B, num_classes]``."""
-        self._check_input(x)
+        self.check_input(x)
         if self.num_classes is not None:
             return self.head(self.forward_features(x))
         t_in, t_out = self.in_shape[0], self.out_frames
@@ -500,21 +480,8 @@ class SimVPv2(nn.Module):
         return torch.cat(chunks, dim=1)
 
 
-def _validate_target(out_frames: int | None, num_classes: int | None) -> None:
-    check(
-        (out_frames is None) != (num_classes is None),
-        f"simvpv2: give exactly one of out_frames (forecast) and num_classes (classify), "
-        f"got out_frames={out_frames!r}, num_classes={num_classes!r}",
-    )
-    if num_classes is not None:
-        check(
-            _is_int(num_classes) and num_classes >= 2, f"simvpv2: num_classes must be an int >= 2, got {num_classes!r}"
-        )
-
-
 def _validate(
-    in_shape: Sequence[int],
-    out_frames: int,
+    in_shape: tuple[int, int, int, int],
     hid_S: int,
     hid_T: int,
     N_S: int,
@@ -526,16 +493,12 @@ def _validate(
     k_dec: int,
     rollout: str,
 ) -> None:
-    check(
-        isinstance(in_shape, Sequence) and len(in_shape) == 4 and all(_is_int(v) and v > 0 for v in in_shape),
-        f"simvpv2: in_shape must be 4 positive ints (T_in, C, H, W), got {in_shape!r}",
-    )
-    check(_is_int(out_frames) and out_frames > 0, f"simvpv2: out_frames must be a positive int, got {out_frames!r}")
-    check(_is_int(N_S) and N_S >= 2 and N_S % 2 == 0, f"simvpv2: N_S must be an even int >= 2, got {N_S!r}")
-    check(_is_int(N_T) and N_T >= 2, f"simvpv2: N_T must be an int >= 2 (first and last translator block), got {N_T!r}")
-    check(_is_int(hid_S) and hid_S > 0, f"simvpv2: hid_S must be a positive int, got {hid_S!r}")
-    check(hid_S % 2 == 0, f"simvpv2: hid_S must be even for GroupNorm(2), got {hid_S}; use e.g. {hid_S + 1}")
-    check(_is_int(hid_T) and hid_T > 0, f"simvpv2: hid_T must be a positive int, got {hid_T!r}")
+    m = "simvpv2"
+    check(V.is_int(N_S) and N_S >= 2 and N_S % 2 == 0, f"{m}: N_S must be an even int >= 2, got {N_S!r}")
+    V.integer(m, "N_T", N_T, minimum=2, why=" (first and last translator block)")
+    V.integer(m, "hid_S", hid_S)
+    check(hid_S % 2 == 0, f"{m}: hid_S must be even for GroupNorm(2), got {hid_S}; use e.g. {hid_S + 1}")
+    V.integer(m, "hid_T", hid_T)
     _, _, h, w = in_shape
     factor = 2 ** (N_S // 2)
     check(
@@ -543,29 +506,13 @@ def _validate(
         f"simvpv2: H and W must be divisible by 2^(N_S/2) = {factor} for N_S={N_S}, got H={h}, W={w}; "
         f"pad or crop the grid, or lower N_S",
     )
-    check(
-        isinstance(mlp_ratio, (int, float)) and not isinstance(mlp_ratio, bool) and mlp_ratio > 0,
-        f"simvpv2: mlp_ratio must be a positive number, got {mlp_ratio!r}",
-    )
+    V.number(m, "mlp_ratio", mlp_ratio, positive=True)
     check(
         int(min(hid_S * in_shape[0], hid_T) * mlp_ratio) >= 1,
         f"simvpv2: mlp_ratio={mlp_ratio} leaves an empty MLP hidden layer; raise it",
     )
-    for name, rate in (("drop", drop), ("drop_path", drop_path)):
-        check(
-            isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate < 1.0,
-            f"simvpv2: {name} must be in [0, 1), got {rate!r}",
-        )
+    V.rate(m, "drop", drop)
+    V.rate(m, "drop_path", drop_path)
     for name, k in (("spatio_kernel_enc", k_enc), ("spatio_kernel_dec", k_dec)):
-        check(_is_int(k) and k > 0 and k % 2 == 1, f"simvpv2: {name} must be an odd positive int, got {k!r}")
-    check(rollout in _ROLLOUTS, f"simvpv2: rollout must be one of {'|'.join(_ROLLOUTS)}, got {rollout!r}")
-
-
-def _create_simvp(in_shape: Sequence[int], out_frames: int | None, **kwargs: object) -> SimVPv2:
-    return SimVPv2(in_shape, out_frames, **kwargs)
-
-
-@register_model("simvpv2")
-def simvpv2(in_shape: Sequence[int], out_frames: int | None = None, **kwargs: object) -> SimVPv2:
-    """SimVPv2 with the gSTA translator (OpenSTL defaults: hid_S 64, hid_T 512, N_S 4, N_T 8); see :class:`SimVPv2`."""
-    return _create_simvp(in_shape, out_frames, **kwargs)
+        check(V.is_int(k) and k > 0 and k % 2 == 1, f"{m}: {name} must be an odd positive int, got {k!r}")
+    V.one_of(m, "rollout", rollout, _ROLLOUTS)

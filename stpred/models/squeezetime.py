@@ -32,7 +32,6 @@ SimVP-style decoder (conv -> PixelShuffle(2) -> GroupNorm(2) -> SiLU per level, 
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -42,6 +41,8 @@ from einops import rearrange
 
 from stpred.errors import check
 from stpred.layers.heads import ClassifierHead
+from stpred.models import _validate as V
+from stpred.models.base import SpatioTemporalModel
 from stpred.registry import register_model
 
 __all__ = [
@@ -52,15 +53,9 @@ __all__ = [
     "CTL",
     "CTLBottleneck",
     "SqueezeTime",
-    "squeezetime",
 ]
 
 _EXPANSION = 4
-
-
-def _is_int(v: object) -> bool:
-    # numbers.Integral so that numpy ints from a datamodule pass; bool is an int but never a size.
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def squeeze_time(x: torch.Tensor) -> torch.Tensor:
@@ -271,7 +266,8 @@ def _stage_sizes(h: int, w: int, strides: Sequence[int]) -> list[tuple[int, int]
     return sizes
 
 
-class SqueezeTime(nn.Module):
+@register_model("squeezetime")
+class SqueezeTime(SpatioTemporalModel):
     """SqueezeTime: a clip classifier ``[B, T, C, H, W] -> [B, num_classes]`` or a forecaster (proposed).
 
     Give exactly one of ``out_frames`` (forecast, ``[B, T_out, C, H, W]``) and ``num_classes`` (classification).
@@ -296,22 +292,24 @@ class SqueezeTime(nn.Module):
         dtype: parameter dtype.
 
     Examples:
-        >>> clf = SqueezeTime((8, 3, 64, 64), num_classes=5, widths=(8, 8, 16, 16), depths=(1, 1, 1, 1))
+        >>> clf = SqueezeTime(in_shape=(8, 3, 64, 64), num_classes=5, widths=(8, 8, 16, 16), depths=(1, 1, 1, 1))
         >>> clf(torch.zeros(2, 8, 3, 64, 64)).shape
         torch.Size([2, 5])
-        >>> fc = SqueezeTime((10, 1, 64, 64), out_frames=10, forecast_hid=16, forecast_depth=2)
+        >>> fc = SqueezeTime(in_shape=(10, 1, 64, 64), out_frames=10, forecast_hid=16, forecast_depth=2)
         >>> fc(torch.zeros(2, 10, 1, 64, 64)).shape
         torch.Size([2, 10, 1, 64, 64])
     """
 
-    _version = 1
+    name = "squeezetime"
+    classifies = True
+    input_hint = "the stem is tied to T * C squeezed channels, so rebuild the model for a new T or C"
 
     def __init__(
         self,
+        *,
         in_shape: Sequence[int],
         out_frames: int | None = None,
         num_classes: int | None = None,
-        *,
         depths: Sequence[int] = (3, 4, 6, 3),
         widths: Sequence[int] = (64, 128, 256, 512),
         strides: Sequence[int] = (1, 2, 2, 2),
@@ -324,18 +322,15 @@ class SqueezeTime(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        _validate_common(in_shape, out_frames, num_classes, gate_channels)
-        t, c, h, w = (int(v) for v in in_shape)
-        self.in_shape = (t, c, h, w)
-        self.out_frames = int(out_frames) if out_frames is not None else None
-        self.num_classes = int(num_classes) if num_classes is not None else None
+        super().__init__(in_shape=in_shape, out_frames=out_frames, num_classes=num_classes)
+        V.integer(self.name, "gate_channels", gate_channels)
         fk = {"device": device, "dtype": dtype}
         if self.num_classes is not None:
             sizes = _validate_classifier(self.in_shape, depths, widths, strides, pos_dim, dropout)
             self._build_classifier(depths, widths, strides, sizes, gate_channels, dropout, fk)
         else:
             _validate_forecaster(self.in_shape, forecast_hid, forecast_depth, forecast_down)
+            self.grid_multiple = 2**forecast_down
             self._build_forecaster(forecast_hid, forecast_depth, forecast_down, gate_channels, fk)
         self._init_weights()
 
@@ -399,14 +394,6 @@ class SqueezeTime(nn.Module):
         return f"in_shape={self.in_shape}, {target}"
 
     # -- forward ---------------------------------------------------------------------------------------------
-    def _check_input(self, x: torch.Tensor) -> None:
-        t, c = self.in_shape[:2]
-        if x.ndim != 5 or x.shape[1] != t or x.shape[2] != c:
-            raise ValueError(
-                f"SqueezeTime built for in_shape={self.in_shape} expects [B, {t}, {c}, H, W], got {list(x.shape)}; "
-                "the stem is tied to T * C squeezed channels, so rebuild the model for a new T or C"
-            )
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Classifier backbone ``[B, T, C, H, W] -> [B, 4 * widths[-1], H / 32, W / 32]`` (at the default strides)."""
         return self.stages(self.stem(squeeze_time(x)))
@@ -424,65 +411,23 @@ class SqueezeTime(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, C, H, W]`` -> logits ``[B, num_classes]`` or forecast ``[B, T_out, C, H, W]``."""
-        self._check_input(x)
+        self.check_input(x)
         if self.num_classes is not None:
             return self.head(self.forward_features(x))
-        factor = 2 ** len(self.fc_down)
-        if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"SqueezeTime forecaster needs H and W divisible by {factor}, got {list(x.shape[-2:])}")
         return self._forecast(x)
 
 
 # -- validation ----------------------------------------------------------------------------------------------
 
 
-def _validate_common(in_shape, out_frames, num_classes, gate_channels) -> None:
-    check(
-        isinstance(in_shape, Sequence) and len(in_shape) == 4 and all(_is_int(v) and v > 0 for v in in_shape),
-        f"squeezetime: in_shape must be 4 positive ints (T, C, H, W), got {in_shape!r}",
-    )
-    check(
-        (out_frames is None) != (num_classes is None),
-        f"squeezetime: give exactly one of out_frames (forecast) and num_classes (classify), "
-        f"got out_frames={out_frames!r}, num_classes={num_classes!r}",
-    )
-    if out_frames is not None:
-        check(
-            _is_int(out_frames) and out_frames > 0,
-            f"squeezetime: out_frames must be a positive int, got {out_frames!r}",
-        )
-    else:
-        check(
-            _is_int(num_classes) and num_classes >= 2,
-            f"squeezetime: num_classes must be an int >= 2, got {num_classes!r}",
-        )
-    check(
-        _is_int(gate_channels) and gate_channels > 0,
-        f"squeezetime: gate_channels must be a positive int, got {gate_channels!r}",
-    )
-
-
-def _int_list(name: str, value: object, n: int | None = None) -> list[int]:
-    ok = isinstance(value, Sequence) and not isinstance(value, str) and all(_is_int(v) for v in value)
-    check(
-        ok and (n is None or len(value) == n),
-        f"squeezetime: {name} must be a list of {n or 'some'} ints, got {value!r}",
-    )
-    return [int(v) for v in value]
-
-
 def _validate_classifier(in_shape, depths, widths, strides, pos_dim, dropout) -> list[tuple[int, int]]:
-    depths = _int_list("depths", depths)
+    m = "squeezetime"
+    depths = V.int_list(m, "depths", depths)
     n = len(depths)
-    check(n >= 1 and all(d >= 1 for d in depths), f"squeezetime: depths must be >= 1 each, got {depths}")
-    widths = _int_list("widths", widths, n)
-    check(all(v > 0 for v in widths), f"squeezetime: widths must be positive, got {widths}")
-    strides = _int_list("strides", strides, n)
+    widths = V.int_list(m, "widths", widths, length=n)
+    strides = V.int_list(m, "strides", strides, length=n)
     check(all(s in (1, 2) for s in strides), f"squeezetime: strides must be 1 or 2, got {strides}")
-    check(
-        isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0,
-        f"squeezetime: dropout must be in [0, 1), got {dropout!r}",
-    )
+    V.rate(m, "dropout", dropout)
     _, _, h, w = in_shape
     sizes = _stage_sizes(h, w, strides)
     check(
@@ -498,9 +443,9 @@ def _validate_classifier(in_shape, depths, widths, strides, pos_dim, dropout) ->
     )
     out = []
     for p in pos_dim:
-        pair = (p, p) if _is_int(p) else tuple(p) if isinstance(p, Sequence) and not isinstance(p, str) else ()
+        pair = (p, p) if V.is_int(p) else tuple(p) if isinstance(p, Sequence) and not isinstance(p, str) else ()
         check(
-            len(pair) == 2 and all(_is_int(v) and v > 0 for v in pair),
+            len(pair) == 2 and all(V.is_int(v) and v > 0 for v in pair),
             f"squeezetime: pos_dim entries must be a positive int or [h, w], got {p!r}",
         )
         out.append((int(pair[0]), int(pair[1])))
@@ -509,11 +454,11 @@ def _validate_classifier(in_shape, depths, widths, strides, pos_dim, dropout) ->
 
 def _validate_forecaster(in_shape, hid, depth, down) -> None:
     check(
-        _is_int(hid) and hid >= 4 and hid % 4 == 0,
+        V.is_int(hid) and hid >= 4 and hid % 4 == 0,
         f"squeezetime: forecast_hid must be a positive multiple of 4 (GroupNorm(2), Bottleneck /4), got {hid!r}",
     )
-    check(_is_int(depth) and depth >= 1, f"squeezetime: forecast_depth must be an int >= 1, got {depth!r}")
-    check(_is_int(down) and down >= 0, f"squeezetime: forecast_down must be an int >= 0, got {down!r}")
+    V.integer("squeezetime", "forecast_depth", depth)
+    V.integer("squeezetime", "forecast_down", down, minimum=0)
     _, _, h, w = in_shape
     factor = 2**down
     check(
@@ -521,15 +466,3 @@ def _validate_forecaster(in_shape, hid, depth, down) -> None:
         f"squeezetime: H and W must be divisible by 2^forecast_down = {factor}, got H={h}, W={w}; "
         "lower forecast_down or pad the grid",
     )
-
-
-def _create_squeezetime(in_shape: Sequence[int], out_frames: int | None, num_classes: int | None, **kw) -> SqueezeTime:
-    return SqueezeTime(in_shape, out_frames, num_classes, **kw)
-
-
-@register_model("squeezetime")
-def squeezetime(
-    in_shape: Sequence[int], out_frames: int | None = None, num_classes: int | None = None, **kwargs: object
-) -> SqueezeTime:
-    """SqueezeTime (ResNet-50 layout of CTL Bottlenecks, 28.7M parameters at K400); see :class:`SqueezeTime`."""
-    return _create_squeezetime(in_shape, out_frames, num_classes, **kwargs)
