@@ -299,7 +299,8 @@ def cgemm(a, b, out, batch, m, n, k, sa, sb, sc, precision, conj_a=False, conj_b
     while bm * bn > 2048:  # two fp32 accumulators of 2048 keep the operand tiles in registers without spills
         bm, bn = (bm // 2, bn) if bm > bn else (bm, bn // 2)
     if conj_b and sb[1] == 1:
-        bk = 16  # B^H read along k: narrower k tiles keep ptxas under 128 registers (sm_90 spilled at 32)
+        # B^H read along k: with the default tiles ptxas spilled (sm_90 at C=32, both targets at C=64).
+        bk, bn = 16, min(bn, 32)
     cgemm_kernel[(batch, triton.cdiv(m, bm), triton.cdiv(n, bn))](
         a, b, out, m, n, k, *sa, *sb, *sc,
         CONJ_A=conj_a, CONJ_B=conj_b, PRECISION=_kernel_precision(precision),
