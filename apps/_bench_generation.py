@@ -61,7 +61,7 @@ def run(
         ``frame``, ``ms_per_frame``, ``frames_per_s`` (batch / time), ``vs_first`` (time / time at the first
         horizon), ``condition_ms`` (the context scan) and ``state_shape`` (per layer).
     """
-    from stpred.kernels._bench import median_ms
+    from stpred.kernels import median_ms
     from stpred.models.convs5 import ConvS5
 
     horizons = sorted(int(k) for k in frames)

@@ -42,7 +42,7 @@ def preset(experiment: str, overrides: tuple[str, ...] = ()) -> tuple[DictConfig
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from stpred.apps.train import CONFIG_DIR
+    from stpred.apps._compose import CONFIG_DIR
     from stpred.datamodules.base import shapes_from_data_config
 
     GlobalHydra.instance().clear()
@@ -61,7 +61,7 @@ def _throughput_ms(model, x, y, steps: int, device: str) -> tuple[float, float]:
     """Median ms of one training step (forward, backward, Adam) and of one no-grad forward."""
     import torch
 
-    from stpred.kernels._bench import median_ms
+    from stpred.kernels import median_ms
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 

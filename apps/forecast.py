@@ -178,7 +178,7 @@ FORECASTERS = {"weather": forecast_weather, "flow": forecast_flow, "array": fore
 
 
 def global_attrs(predictor: Predictor, ckpt: Path, input_path: Path) -> dict[str, str]:
-    from stpred import __version__
+    from stpred._version import __version__
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {

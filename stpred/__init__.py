@@ -6,10 +6,9 @@ Lightning tasks (``stpred.tasks``); hot loops run on Triton kernels (``stpred.ke
 
 from __future__ import annotations
 
+from stpred._version import __version__
 from stpred.errors import ConfigError, UserError
 from stpred.registry import create_model, list_models, register_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from stpred import __version__
+from stpred._version import __version__
 from stpred.errors import UserError
 from stpred.registry import create_model_from_config, model_version
 

@@ -2,7 +2,8 @@
 
 Layers, low to high; a module may import its own layer and the layers below it:
 
-1. ``base``: ``stpred.errors``, ``stpred.atomic``, ``stpred.configs`` (exceptions, atomic writes, config files).
+1. ``base``: ``stpred.errors``, ``stpred.atomic``, ``stpred.configs``, ``stpred._version`` (exceptions, atomic
+   writes, config files, the version).
 2. ``numerics``: ``stpred.losses``, ``stpred.metrics``, ``stpred.physics``: tensor functions on ``base`` only. They sit
    below the models because a model may re-export its loss (``stpred.models.convs5.convs5_loss``); the physics
    (Navier-Stokes solver and residual) knows no model, datamodule or kernel.
@@ -10,11 +11,13 @@ Layers, low to high; a module may import its own layer and the layers below it:
 4. ``layers``: ``stpred.layers``.
 5. ``models``: ``stpred.models`` and ``stpred.registry``, one layer: every model registers itself with
    ``register_model`` and the registry loads the built-in families on first use.
-6. ``api``: the ``stpred`` package itself (``__version__``, ``load_predictor``) and ``stpred.checkpoint``.
+6. ``api``: ``stpred.checkpoint`` (``load_predictor``).
 7. ``datamodules``: ``stpred.datamodules``. Besides the order, they import only ``base`` and ``numerics`` (no
    kernels, layers, models, registry or checkpoint): datamodules know no model.
 8. ``tasks``: ``stpred.tasks``, ``stpred.callbacks``.
 9. ``apps``: ``stpred.apps``.
+10. ``package``: the ``stpred`` package itself, the facade that re-exports the public names of every layer
+    (``create_model``, ``load_predictor``, ``train``), lazily where they are heavy.
 
 Two more rules: an app imports no other app, only the shared helper modules (``stpred.apps._cli`` and the other
 underscore modules); and outside ``kernels/`` nothing imports a private kernel module: one whose name (after
@@ -39,15 +42,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("stpred.errors", "stpred.atomic", "stpred.configs")),
+    ("base", ("stpred.errors", "stpred.atomic", "stpred.configs", "stpred._version")),
     ("numerics", ("stpred.losses", "stpred.metrics", "stpred.physics")),
     ("kernels", ("stpred.kernels",)),
     ("layers", ("stpred.layers",)),
     ("models", ("stpred.models", "stpred.registry")),
-    ("api", ("stpred", "stpred.checkpoint")),
+    ("api", ("stpred.checkpoint",)),
     ("datamodules", ("stpred.datamodules",)),
     ("tasks", ("stpred.tasks", "stpred.callbacks")),
     ("apps", ("stpred.apps",)),
+    ("package", ("stpred",)),
 )
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 #: Layers a datamodule may import, besides its own.
@@ -194,7 +198,8 @@ def test_the_package_map_follows_pyproject() -> None:
 
 
 def test_layers_by_longest_prefix() -> None:
-    assert layer_of("stpred") == "api" and layer_of("stpred.checkpoint") == "api"
+    assert layer_of("stpred") == "package" and layer_of("stpred.checkpoint") == "api"
+    assert layer_of("stpred._version") == "base"
     assert layer_of("stpred.errors") == "base" and layer_of("stpred.physics.navier_stokes") == "numerics"
     assert layer_of("stpred.registry") == "models" and layer_of("stpred.kernels.spectral_conv.triton") == "kernels"
     assert layer_of("stpred.unknown") is None and layer_of("stpredx") is None
@@ -235,6 +240,7 @@ def test_imports_resolve_from_relative_and_submodule_forms() -> None:
         ("stpred.layers.spectral_conv", "stpred.kernels.spectral_conv.triton", "private-kernel"),
         ("stpred.apps.bench", "stpred.kernels._bench", "private-kernel"),
         ("stpred.layers.conv_ssm", "stpred.unknown", "no-layer"),
+        ("stpred.checkpoint", "stpred", "layer-order"),
     ],
 )
 def test_each_rule_catches_its_violation(src: str, dst: str, rule: str) -> None:
@@ -254,7 +260,8 @@ def test_each_rule_catches_its_violation(src: str, dst: str, rule: str) -> None:
         ("stpred.apps.demo", "stpred.apps._cli"),
         ("stpred.layers.spectral_conv", "stpred.kernels.spectral_conv.reference"),
         ("stpred.kernels.spectral_conv", "stpred.kernels._dispatch"),
-        ("stpred.checkpoint", "stpred"),
+        ("stpred.checkpoint", "stpred._version"),
+        ("stpred", "stpred.apps.api"),
     ],
 )
 def test_allowed_imports_pass(src: str, dst: str) -> None:

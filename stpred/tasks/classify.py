@@ -16,7 +16,7 @@ from einops import rearrange
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from stpred import __version__
+from stpred._version import __version__
 from stpred.errors import ConfigError
 from stpred.tasks.base import TaskBase
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torchmetrics import MinMetric
 
-from stpred import __version__
+from stpred._version import __version__
 from stpred.metrics import ForecastMetrics, latitude_area_weights
 from stpred.tasks.base import TaskBase
 
