@@ -1,7 +1,7 @@
 """Truncated-DFT spectral convolution (FNO-2D, FNO-3D, SFNO): public functions and dispatch.
 
 Implementations (README.md): the rfft reference (``reference.py``), truncated-DFT GEMMs in PyTorch
-(``matmul.py``), and Triton per-mode mixing on top of the GEMM transforms (``triton.py``, CUDA). ``impl``:
+(``matmul.py``), and Triton fused truncated-DFT and tensor-core mixing kernels (``triton.py``, CUDA). ``impl``:
 
 - ``"auto"``: Triton when the tensors are on CUDA and Triton is usable (``stpred.kernels.resolve_impl``), else
   as ``"torch"``;
@@ -11,7 +11,8 @@ Implementations (README.md): the rfft reference (``reference.py``), truncated-DF
 
 float64 always runs on the rfft reference unless ``"matmul"`` is asked for (``tl.dot`` has no float64, and the
 Spectral-Refiner fine-tuning runs untruncated grids where the FFT is cheaper). bfloat16/float16 inputs are computed
-in float32 (on Triton: bfloat16 ``tl.dot`` operands, float32 accumulation) and the result cast back.
+in float32 (on Triton: bfloat16 ``tl.dot`` operands, float32 accumulation) and the result cast back. float32 on
+Triton uses TF32 tensor cores on CUDA unless ``precision`` says otherwise (README "Precision").
 """
 
 from __future__ import annotations
