@@ -508,3 +508,36 @@ def test_benchmark_rows_name_the_dispatched_path(monkeypatch):
         assert all(r["op"] == case["op"] and r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 for r in group)
         assert group[0]["speedup"] == 1.0
         assert group[1]["speedup"] == pytest.approx(group[0]["fwd_bwd_ms"] / group[1]["fwd_bwd_ms"], rel=0.02)
+
+
+_COMPILE_CHILD = """
+import json
+from stpred.kernels._compile import compile_case
+from stpred.kernels.spectral_conv.compile_cases import compile_cases
+cases = [c for c in compile_cases() if c.name == "spectral_conv2d B32 C32 64x64 m12/12 tf32 fwd+bwd"]
+print(json.dumps([r.row() | {"required": r.tensor_cores_required} for t in ("sm_80", "sm_90")
+                  for r in compile_case(cases[0], t)]))
+"""
+
+
+@pytest.mark.triton
+def test_compiled_kernels_use_tensor_cores_without_spills():
+    """One benchmark case compiled for sm_80 and sm_90 (Triton's bundled ptxas, no GPU): every kernel of the
+    forward and backward uses tensor cores, spills nothing, has no stack and fits at least two blocks per SM."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", _COMPILE_CHILD], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    kernels = {(r["kernel"], r["target"]) for r in rows}
+    for name in ("dft2_analysis_kernel", "dft2_synthesis_kernel", "cgemm_kernel"):
+        assert {(name, "sm_80"), (name, "sm_90")} <= kernels, name
+    for r in rows:
+        assert not r["error"], r
+        assert r["required"] and r["tensor_cores"] == "yes", r
+        assert r["spill_bytes"] == 0 and r["stack_bytes"] == 0, r
+        assert r["blocks_per_sm"] >= 2, r
