@@ -455,4 +455,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as ``-m``, this file is ``__main__``; the launchers consult the importable module's target.
+    from stpred.kernels._compile import main as _main
+
+    _main()

@@ -16,7 +16,7 @@ from stpred.kernels.conv_ssm_scan.reference import conv_ssm_scan_planar_referenc
 
 # (B, L, P, H, W): odd sizes, B=1, L in {1, 7, 63}, P and H·W not multiples of the tile.
 SHAPES = [(1, 1, 3, 5, 3), (2, 7, 5, 3, 7), (1, 63, 3, 3, 5)]
-# H·W = 529 > 512 spans two n-tiles, and P = 5 > 2048 // 512 spans two p-tiles: tile seams and partial dΛ̄ sums.
+# H·W = 529 > 512 spans two n-tiles, and P = 5 > 1024 // 512 spans three p-tiles: tile seams and partial dΛ̄ sums.
 TILE_SEAM_SHAPE = (2, 7, 5, 23, 23)
 
 
@@ -154,6 +154,58 @@ def _compare_with_reference(scan, lam, bu, x0, rtol=1e-5):
 def test_matches_reference(poison, scan, shape, with_x0):
     lam, bu, x0 = _planar_inputs(shape, with_x0)
     _compare_with_reference(scan, lam, bu, x0)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("depth", [0, 1, 2])
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5, 3), (2, 2, 5, 3, 7), (1, 3, 3, 3, 5), TILE_SEAM_SHAPE])
+def test_triton_prefetch_depths_match_reference(poison, monkeypatch, depth, shape):
+    """Every software-pipelining depth, at L = 1, 2, 3 (prefetches past either end of the sequence) and tile seams."""
+    from stpred.kernels.conv_ssm_scan import triton as scan_triton
+
+    real_blocks = scan_triton._blocks
+    monkeypatch.setattr(scan_triton, "_blocks", lambda *a: (*real_blocks(*a)[:3], depth))
+    lam, bu, x0 = _planar_inputs(shape, with_x0=True)
+    _compare_with_reference(_triton_scan, lam, bu, x0)
+    _compare_with_reference(_triton_scan, lam, bu, None)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_x0", [False, True])
+def test_triton_bfloat16_inputs_match_float64_reference(shape, with_x0):
+    """bf16 Bu, x0 and incoming gradients; the state is float32. The reference runs in float64 on the same
+    (bf16-rounded) values, so the error left is the kernel's: float32 arithmetic (~1e-6 relative over 63 steps)
+    plus one bf16 rounding of each stored element, at most one bf16 ulp = 2^-7 of it (the GPU rounds to nearest,
+    half that; Triton's interpreter truncates, a full ulp). So xs, dBu and dx0 (all bf16) are held to 8e-3 of
+    their max; x_last (float32) to 1e-5; and dΛ̄ = Σ_t dBu_t·conj(x_{t-1}), which reads the bf16-rounded xs
+    back, to 2^-7 · Σ_t |dBu_t|·|x_{t-1}| per channel (the rounding does not scale with the possibly cancelling
+    sum) plus 1e-5 of its max."""
+    lam, bu, x0 = _planar_inputs(shape, with_x0)
+    bu_h = bu.to(torch.bfloat16)
+    x0_h = None if x0 is None else x0.to(torch.bfloat16)
+    g_xs = torch.randn(bu.shape).to(torch.bfloat16)
+    g_last = torch.randn(bu[:, 0].shape)
+    (xs, x_last), grads = _run(_triton_scan, (lam, bu_h, x0_h), g_xs, g_last)
+    as64 = (lam.double(), bu_h.double(), None if x0 is None else x0_h.double())
+    (ref_xs, ref_last), ref_grads = _run(conv_ssm_scan_planar_reference, as64, g_xs.double(), g_last.double())
+    assert xs.dtype == torch.bfloat16 and x_last.dtype == torch.float32
+    _assert_close(xs, ref_xs, 8e-3, "xs (bf16)")
+    _assert_close(x_last, ref_last, 1e-5, "x_last")
+    for name, a, e in zip(("dbu", "dx0"), grads[1:], ref_grads[1:]):
+        assert a.dtype == torch.bfloat16, name
+        _assert_close(a, e, 8e-3, f"{name} (bf16)")
+    dlam, ref_dlam, ref_dbu = grads[0], ref_grads[0], ref_grads[1]
+    assert dlam.dtype == torch.float32
+    # x_{t-1} for every t that contributes (t >= 1, and t = 0 through x0 when there is one), with its dBu_t.
+    if x0 is None:
+        prev, dbu_t = ref_xs[:, :-1], ref_dbu[:, 1:]
+    else:
+        prev, dbu_t = torch.cat([as64[2][:, None], ref_xs[:, :-1]], dim=1), ref_dbu
+    mag = (dbu_t.abs().sum(2) * prev.abs().sum(2)).sum(dim=(0, 1, 3, 4))  # [P]
+    bound = 2**-7 * mag[:, None] + 1e-5 * ref_dlam.abs().max()
+    err = (dlam.double() - ref_dlam).abs()
+    assert (err <= bound).all(), f"dlam_bar: error {err.max():.3e} over bound {(err - bound).max():.3e}"
 
 
 @pytest.mark.parametrize("scan", IMPLS)
@@ -296,14 +348,14 @@ def test_benchmark_cases_compute_the_scan_and_its_gradients():
 # ------------------------------------------------------------------------------------------------ in-place scan
 
 
-def _inplace_run(inputs, inplace: bool, flat_base: bool, g_xs, g_last):
+def _inplace_run(inputs, inplace: bool, flat_base: bool, g_xs, g_last, impl: str = "torch"):
     """Like _run, but bu is a non-leaf temporary (ConvSSM's case): a flat [B·L, 2P, H, W] tensor viewed as 6-D, or a
     6-D tensor; returns also whether xs shares bu's storage."""
     lam, bu, x0 = (None if t is None else t.detach().clone().requires_grad_() for t in inputs)
     b, length, _, p, h, w = bu.shape
     src = bu.reshape(b * length, 2 * p, h, w) if flat_base else bu
     tmp = (src * 1.0).view(bu.shape)
-    xs, x_last = conv_ssm_scan_planar(lam, tmp, x0, impl="torch", inplace=inplace)
+    xs, x_last = conv_ssm_scan_planar(lam, tmp, x0, impl=impl, inplace=inplace)
     shares = xs.data_ptr() == tmp.data_ptr()
     loss = (xs * g_xs).sum() + (x_last * g_last).sum()
     leaves = [t for t in (lam, bu, x0) if t is not None]
@@ -311,20 +363,28 @@ def _inplace_run(inputs, inplace: bool, flat_base: bool, g_xs, g_last):
     return (xs.detach(), x_last.detach()), grads, shares
 
 
+INPLACE_IMPLS = [
+    pytest.param("torch", torch.float32, id="torch-fp32"),
+    pytest.param("torch", torch.float64, id="torch-fp64"),
+    pytest.param("triton", torch.float32, id="triton-fp32", marks=pytest.mark.triton),
+]
+
+
 @pytest.mark.parametrize("with_x0", [False, True])
 @pytest.mark.parametrize("flat_base", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_inplace_equals_out_of_place_exactly_and_reuses_bu(with_x0, flat_base, dtype):
+@pytest.mark.parametrize(("impl", "dtype"), INPLACE_IMPLS)
+def test_inplace_equals_out_of_place_exactly_and_reuses_bu(with_x0, flat_base, impl, dtype):
     inputs = _planar_inputs((2, 7, 5, 3, 4), with_x0, dtype)
     g_xs, g_last = torch.randn_like(inputs[1]), torch.randn_like(inputs[1][:, 0])
-    out_ref, grads_ref, shares_ref = _inplace_run(inputs, False, flat_base, g_xs, g_last)
-    out, grads, shares = _inplace_run(inputs, True, flat_base, g_xs, g_last)
+    out_ref, grads_ref, shares_ref = _inplace_run(inputs, False, flat_base, g_xs, g_last, impl)
+    out, grads, shares = _inplace_run(inputs, True, flat_base, g_xs, g_last, impl)
     assert shares and not shares_ref
     for name, a, e in zip(("xs", "x_last", "dlam_bar", "dbu", "dx0"), out + grads, out_ref + grads_ref):
         assert torch.equal(a, e), name
 
 
-def test_inplace_allocates_no_state_sized_buffer(monkeypatch):
+@pytest.mark.parametrize("impl", ["torch", pytest.param("triton", marks=pytest.mark.triton)])
+def test_inplace_allocates_no_state_sized_buffer(monkeypatch, impl):
     """Out of place the scan allocates xs and dBu; in place neither (the loss's own grads are allocated in C++)."""
     inputs = _planar_inputs((2, 7, 5, 3, 4), with_x0=True)
     numel = inputs[1].numel()
@@ -338,10 +398,10 @@ def test_inplace_allocates_no_state_sized_buffer(monkeypatch):
         return t
 
     monkeypatch.setattr(torch, "empty", spy)
-    _inplace_run(inputs, False, True, g_xs, g_last)
+    _inplace_run(inputs, False, True, g_xs, g_last, impl)
     assert big == [numel, numel]
     big.clear()
-    _inplace_run(inputs, True, True, g_xs, g_last)
+    _inplace_run(inputs, True, True, g_xs, g_last, impl)
     assert big == []
 
 

@@ -150,14 +150,15 @@ def _scan_spy(real_scan, allow_inplace: bool, shared: list[bool]):
     return scan
 
 
+@pytest.mark.parametrize("impl", ["torch", pytest.param("triton", marks=pytest.mark.triton)])
 @pytest.mark.parametrize("with_x0", [False, True])
-def test_inplace_scan_leaves_outputs_and_gradients_unchanged(monkeypatch, with_x0):
-    """The layer scans in place (xs in the B-conv output's storage); forcing the out-of-place scan gives bitwise the
-    same outputs and parameter/input gradients."""
+def test_inplace_scan_leaves_outputs_and_gradients_unchanged(monkeypatch, with_x0, impl):
+    """The layer scans in place (xs in the B-conv output's storage), on either path; forcing the out-of-place scan
+    gives bitwise the same outputs and parameter/input gradients."""
     import stpred.layers.conv_ssm as conv_ssm_module
 
     real_scan = conv_ssm_module.conv_ssm_scan_planar
-    layer = _small()
+    layer = _small(impl=impl)
     u = torch.randn(2, 5, 8, 5, 3)
     x0 = torch.randn(2, 2, 3, 5, 3) if with_x0 else None
     results = []

@@ -130,15 +130,29 @@ def _scan_bwd_torch(
 class _ConvSSMScanTorch(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None, shape: torch.Size, inplace: bool
+        ctx,
+        lam_bar: torch.Tensor,
+        bu: torch.Tensor,
+        x0: torch.Tensor | None,
+        shape: torch.Size,
+        inplace: bool,
+        use_triton: bool = False,
     ):
         # ``bu`` may be the flat base of the [B, L, 2, P, H, W] view (see _inplace_target); ``shape`` restores it.
+        # ``use_triton`` (in place only) runs the same steps with the Triton launchers, on the same buffers.
         dtype = _state_dtype(bu.dtype)
-        ar, ai = _gate(lam_bar, dtype)
         bu6 = bu.view(shape)
         inplace = inplace and bu.dtype == dtype
-        xs = _scan_fwd_torch(ar, ai, bu6.to(dtype), None if x0 is None else x0.to(dtype), out=bu6 if inplace else None)
-        x_last = xs[:, -1].clone()
+        ctx.use_triton = use_triton and inplace
+        if ctx.use_triton:
+            from stpred.kernels.conv_ssm_scan.triton import conv_ssm_scan_fwd
+
+            xs, x_last = conv_ssm_scan_fwd(lam_bar, bu6, x0, out=bu6)
+        else:
+            ar, ai = _gate(lam_bar, dtype)
+            x0_s = None if x0 is None else x0.to(dtype)
+            xs = _scan_fwd_torch(ar, ai, bu6.to(dtype), x0_s, out=bu6 if inplace else None)
+            x_last = xs[:, -1].clone()
         # xs is saved in the state dtype; for float32 inputs it is the returned tensor itself (no copy), and in
         # place it is the dirty input, saved as such (not as the view made here) so its version is tracked.
         ctx.save_for_backward(lam_bar, bu if inplace else xs, x0)
@@ -156,13 +170,18 @@ class _ConvSSMScanTorch(torch.autograd.Function):
         lam_bar, xs, x0 = ctx.saved_tensors
         xs = xs.view(ctx.shape)
         dtype = xs.dtype
-        ar, ai = _gate(lam_bar, dtype)
         into_g = ctx.reuse_grad and _owned_grad(g_xs, dtype)
         g = torch.zeros_like(xs) if g_xs is None else g_xs.to(dtype).view(xs.shape)
+        if ctx.use_triton:
+            from stpred.kernels.conv_ssm_scan.triton import conv_ssm_scan_bwd
+
+            dbu, da, dx0 = conv_ssm_scan_bwd(lam_bar, g, g_last, xs, x0, into_g=into_g)
+            return da, dbu.view(ctx.bu_shape), dx0, None, None, None
+        ar, ai = _gate(lam_bar, dtype)
         g_last = None if g_last is None else g_last.to(dtype)
         dbu, da, dx0 = _scan_bwd_torch(ar, ai, g, g_last, xs, None if x0 is None else x0.to(dtype), into_g=into_g)
         dbu = dbu.to(ctx.bu_dtype).view(ctx.bu_shape)
-        return da.to(lam_bar.dtype), dbu, None if dx0 is None else dx0.to(x0.dtype), None, None
+        return da.to(lam_bar.dtype), dbu, None if dx0 is None else dx0.to(x0.dtype), None, None, None
 
 
 def _owned_grad(g: torch.Tensor | None, dtype: torch.dtype) -> bool:
@@ -189,12 +208,16 @@ def _inplace_target(bu: torch.Tensor) -> torch.Tensor | None:
 
 
 def _scan_torch(
-    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None, inplace: bool
+    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None, inplace: bool, use_triton: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     target = _inplace_target(bu) if inplace else None
     if target is None:
+        if use_triton:
+            from stpred.kernels.conv_ssm_scan.triton import conv_ssm_scan_planar_triton
+
+            return conv_ssm_scan_planar_triton(lam_bar, bu, x0)
         return _ConvSSMScanTorch.apply(lam_bar, bu, x0, bu.shape, False)
-    xs, x_last = _ConvSSMScanTorch.apply(lam_bar, target, x0, bu.shape, True)
+    xs, x_last = _ConvSSMScanTorch.apply(lam_bar, target, x0, bu.shape, True, use_triton)
     return xs.view(bu.shape), x_last
 
 
@@ -227,12 +250,12 @@ def conv_ssm_scan_planar(
             state and accumulation stay float32; float64 runs on the PyTorch path in float64).
         x0: real ``[B, 2, P, H, W]`` initial state ``x_{-1}``, or ``None`` for zeros.
         impl: ``"auto" | "triton" | "torch"``.
-        inplace: consume ``bu`` and the incoming gradient of ``xs`` (PyTorch path only; ignored by Triton). The
-            states are written into ``bu``'s storage (xs shares it; ``bu`` must not be read afterwards), and the
-            backward writes dBu into the gradient of ``xs`` when it is a contiguous tensor of the state dtype.
-            Only for a temporary ``bu`` and an ``xs`` whose single consumer allocates its gradient (ConvSSM: the
-            B-conv output in, the C conv out); never pass your own ``grad_outputs`` for such an ``xs``. Results
-            are bitwise those of ``inplace=False``; a bf16/fp16 or non-contiguous ``bu``, or a leaf that requires
+        inplace: consume ``bu`` and the incoming gradient of ``xs`` (on both paths). The states are written into
+            ``bu``'s storage (xs shares it; ``bu`` must not be read afterwards), and the backward writes dBu into
+            the gradient of ``xs`` when it is a contiguous tensor of the state dtype. Only for a temporary ``bu``
+            and an ``xs`` whose single consumer allocates its gradient (ConvSSM: the B-conv output in, the C conv
+            out); never pass your own ``grad_outputs`` for such an ``xs``. Results are bitwise those of
+            ``inplace=False`` on the same path; a bf16/fp16 or non-contiguous ``bu``, or a leaf that requires
             grad, is scanned out of place.
 
     Returns:
@@ -258,11 +281,7 @@ def conv_ssm_scan_planar(
         if impl == "triton":
             raise ValueError("the Triton scan computes in float32; use impl='torch' for float64 inputs")
         chosen = "torch"
-    if chosen == "triton":
-        from stpred.kernels.conv_ssm_scan.triton import conv_ssm_scan_planar_triton
-
-        return conv_ssm_scan_planar_triton(lam_bar, bu, x0)
-    return _scan_torch(lam_bar, bu, x0, inplace)
+    return _scan_torch(lam_bar, bu, x0, inplace, use_triton=chosen == "triton")
 
 
 def _to_planar(z: torch.Tensor, dim: int) -> torch.Tensor:

@@ -23,6 +23,26 @@ __all__ = [
 ]
 
 
+@triton.jit
+def _load_pair(ptr, s_c, tile, mask):
+    """The (Re, Im) planes of one ``[BLOCK_P, BLOCK_N]`` tile at the scalar row pointer ``ptr``, as float32."""
+    re = tl.load(ptr + tile, mask=mask, other=0.0).to(tl.float32)
+    im = tl.load(ptr + s_c + tile, mask=mask, other=0.0).to(tl.float32)
+    return re, im
+
+
+@triton.jit
+def _store_pair(ptr, s_c, tile, re, im, mask):
+    tl.store(ptr + tile, re.to(ptr.dtype.element_ty), mask=mask)
+    tl.store(ptr + s_c + tile, im.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _ahead(rows_left, k: tl.constexpr, s_t):
+    """The offset of the row ``k`` steps ahead, clamped to the ``rows_left`` rows that remain (64-bit)."""
+    return tl.minimum(rows_left, k).to(tl.int64) * s_t
+
+
 @triton.jit(do_not_specialize=["T"])
 def conv_ssm_scan_fwd_kernel(
     bu_ptr,
@@ -50,6 +70,7 @@ def conv_ssm_scan_fwd_kernel(
     HAS_X0: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_p = tl.program_id(1)
@@ -58,34 +79,49 @@ def conv_ssm_scan_fwd_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_p = offs_p < P
     mask = mask_p[:, None] & (offs_n < N)[None, :]
-    p64 = offs_p.to(tl.int64)[:, None]
-    n64 = offs_n.to(tl.int64)[None, :]
+    # Offsets within a (b, t) slab fit in int32 (the launcher checks); the batch and time steps move a scalar
+    # int64 row pointer, so no per-element 64-bit arithmetic is carried through the loop.
+    bu_tile = offs_p[:, None] * s_bu_p + offs_n[None, :]
+    xs_tile = offs_p[:, None] * s_xs_p + offs_n[None, :]
+    bu_row = bu_ptr + pid_b * s_bu_b
+    xs_row = xs_ptr + pid_b * s_xs_b
 
     ar = tl.load(a_ptr + 2 * offs_p, mask=mask_p, other=0.0).to(tl.float32)[:, None]
     ai = tl.load(a_ptr + 2 * offs_p + 1, mask=mask_p, other=0.0).to(tl.float32)[:, None]
 
     if HAS_X0:
-        x0_off = pid_b * s_x0_b + p64 * s_x0_p + n64
-        xr = tl.load(x0_ptr + x0_off, mask=mask, other=0.0).to(tl.float32)
-        xi = tl.load(x0_ptr + x0_off + s_x0_c, mask=mask, other=0.0).to(tl.float32)
+        xr, xi = _load_pair(x0_ptr + pid_b * s_x0_b, s_x0_c, offs_p[:, None] * s_x0_p + offs_n[None, :], mask)
     else:
         xr = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
         xi = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
 
-    bu_off = pid_b * s_bu_b + p64 * s_bu_p + n64
-    xs_off = pid_b * s_xs_b + p64 * s_xs_p + n64
-    for _ in range(0, T):
-        br = tl.load(bu_ptr + bu_off, mask=mask, other=0.0).to(tl.float32)
-        bi = tl.load(bu_ptr + bu_off + s_bu_c, mask=mask, other=0.0).to(tl.float32)
+    # Software pipelining: rows t+1 (and t+2) are already in flight while step t computes and stores. Rows past
+    # the end are clamped to the last one (read again, unused) instead of masked.
+    nr1 = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    ni1 = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    nr2 = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    ni2 = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    if PREFETCH >= 1:
+        nr1, ni1 = _load_pair(bu_row, s_bu_c, bu_tile, mask)
+    if PREFETCH >= 2:
+        nr2, ni2 = _load_pair(bu_row + tl.minimum(T - 1, 1) * s_bu_t, s_bu_c, bu_tile, mask)
+    for t in range(0, T):
+        if PREFETCH == 0:
+            br, bi = _load_pair(bu_row, s_bu_c, bu_tile, mask)
+        elif PREFETCH == 1:
+            br, bi = nr1, ni1
+            nr1, ni1 = _load_pair(bu_row + _ahead(T - 1 - t, 1, s_bu_t), s_bu_c, bu_tile, mask)
+        else:
+            br, bi = nr1, ni1
+            nr1, ni1 = nr2, ni2
+            nr2, ni2 = _load_pair(bu_row + _ahead(T - 1 - t, 2, s_bu_t), s_bu_c, bu_tile, mask)
         xr, xi = ar * xr - ai * xi + br, ar * xi + ai * xr + bi
-        tl.store(xs_ptr + xs_off, xr.to(xs_ptr.dtype.element_ty), mask=mask)
-        tl.store(xs_ptr + xs_off + s_xs_c, xi.to(xs_ptr.dtype.element_ty), mask=mask)
-        bu_off += s_bu_t
-        xs_off += s_xs_t
+        _store_pair(xs_row, s_xs_c, xs_tile, xr, xi, mask)
+        bu_row += s_bu_t
+        xs_row += s_xs_t
 
-    xl_off = pid_b * s_xl_b + p64 * s_xl_p + n64
-    tl.store(xlast_ptr + xl_off, xr.to(xlast_ptr.dtype.element_ty), mask=mask)
-    tl.store(xlast_ptr + xl_off + s_xl_c, xi.to(xlast_ptr.dtype.element_ty), mask=mask)
+    xl_tile = offs_p[:, None] * s_xl_p + offs_n[None, :]
+    _store_pair(xlast_ptr + pid_b * s_xl_b, s_xl_c, xl_tile, xr, xi, mask)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -126,6 +162,7 @@ def conv_ssm_scan_bwd_kernel(
     HAS_X0: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_p = tl.program_id(1)
@@ -134,75 +171,114 @@ def conv_ssm_scan_bwd_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_p = offs_p < P
     mask = mask_p[:, None] & (offs_n < N)[None, :]
-    p64 = offs_p.to(tl.int64)[:, None]
-    n64 = offs_n.to(tl.int64)[None, :]
+    g_tile = offs_p[:, None] * s_g_p + offs_n[None, :]
+    xs_tile = offs_p[:, None] * s_xs_p + offs_n[None, :]
+    d_tile = offs_p[:, None] * s_d_p + offs_n[None, :]
 
     ar = tl.load(a_ptr + 2 * offs_p, mask=mask_p, other=0.0).to(tl.float32)[:, None]
     ai = tl.load(a_ptr + 2 * offs_p + 1, mask=mask_p, other=0.0).to(tl.float32)[:, None]
 
     # carry = conj(a)·g_{t+1}; at t = T-1 it is the gradient of x_last.
     if HAS_GLAST:
-        gl_off = pid_b * s_gl_b + p64 * s_gl_p + n64
-        cr = tl.load(glast_ptr + gl_off, mask=mask, other=0.0).to(tl.float32)
-        ci = tl.load(glast_ptr + gl_off + s_gl_c, mask=mask, other=0.0).to(tl.float32)
+        cr, ci = _load_pair(glast_ptr + pid_b * s_gl_b, s_gl_c, offs_p[:, None] * s_gl_p + offs_n[None, :], mask)
     else:
         cr = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
         ci = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
-    if HAS_X0:
-        x0_off = pid_b * s_x0_b + p64 * s_x0_p + n64
-        x0r = tl.load(x0_ptr + x0_off, mask=mask, other=0.0).to(tl.float32)
-        x0i = tl.load(x0_ptr + x0_off + s_x0_c, mask=mask, other=0.0).to(tl.float32)
-    else:
-        x0r = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
-        x0i = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
     acc_r = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
     acc_i = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
 
-    g_base = pid_b * s_g_b + p64 * s_g_p + n64
-    xs_base = pid_b * s_xs_b + p64 * s_xs_p + n64
-    d_base = pid_b * s_d_b + p64 * s_d_p + n64
-    for i in range(0, T):
+    # Row pointers start at t = T-1 and walk back; xs_row is row t-1 (x_{t-1}). The loop runs t = T-1 .. 1;
+    # step t = 0 (whose x_{t-1} is x0) follows it, so x0 is not held in registers through the loop. Prefetched
+    # rows before row 0 are clamped to row 0 (read again, unused) instead of masked.
+    last = (T - 1).to(tl.int64)
+    g_base = g_ptr + pid_b * s_g_b
+    xs_base = xs_ptr + pid_b * s_xs_b
+    g_row = g_base + last * s_g_t
+    d_row = dbu_ptr + pid_b * s_d_b + last * s_d_t
+    xs_row = xs_base + (last - 1) * s_xs_t
+
+    zero = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    pg_r1, pg_i1, px_r1, px_i1 = zero, zero, zero, zero
+    pg_r2, pg_i2, px_r2, px_i2 = zero, zero, zero, zero
+    if PREFETCH >= 1:
+        pg_r1, pg_i1 = _load_pair(g_row, s_g_c, g_tile, mask)
+        px_r1, px_i1 = _load_pair(xs_base + tl.maximum(last - 1, 0) * s_xs_t, s_xs_c, xs_tile, mask)
+    if PREFETCH >= 2:
+        pg_r2, pg_i2 = _load_pair(g_base + tl.maximum(last - 1, 0) * s_g_t, s_g_c, g_tile, mask)
+        px_r2, px_i2 = _load_pair(xs_base + tl.maximum(last - 2, 0) * s_xs_t, s_xs_c, xs_tile, mask)
+    for i in range(0, T - 1):
         t = T - 1 - i
-        t64 = t.to(tl.int64)
-        g_off = g_base + t64 * s_g_t
-        gr = tl.load(g_ptr + g_off, mask=mask, other=0.0).to(tl.float32) + cr
-        gi = tl.load(g_ptr + g_off + s_g_c, mask=mask, other=0.0).to(tl.float32) + ci
-        d_off = d_base + t64 * s_d_t
-        tl.store(dbu_ptr + d_off, gr.to(dbu_ptr.dtype.element_ty), mask=mask)
-        tl.store(dbu_ptr + d_off + s_d_c, gi.to(dbu_ptr.dtype.element_ty), mask=mask)
-        # x_{t-1}: row t-1 of xs, or x0 at t = 0 (the clamped row keeps the pointer in bounds).
-        x_off = xs_base + tl.maximum(t64 - 1, 0) * s_xs_t
-        xr = tl.load(xs_ptr + x_off, mask=mask, other=0.0).to(tl.float32)
-        xi = tl.load(xs_ptr + x_off + s_xs_c, mask=mask, other=0.0).to(tl.float32)
-        xr = tl.where(t > 0, xr, x0r)
-        xi = tl.where(t > 0, xi, x0i)
+        # Step t's loads are issued before its stores (and, prefetching, one or two steps earlier).
+        if PREFETCH == 0:
+            gr, gi = _load_pair(g_row, s_g_c, g_tile, mask)
+            xr, xi = _load_pair(xs_row, s_xs_c, xs_tile, mask)
+        elif PREFETCH == 1:
+            gr, gi, xr, xi = pg_r1, pg_i1, px_r1, px_i1
+            pg_r1, pg_i1 = _load_pair(g_row - s_g_t, s_g_c, g_tile, mask)
+            px_r1, px_i1 = _load_pair(xs_row - _ahead(t - 1, 1, s_xs_t), s_xs_c, xs_tile, mask)
+        else:
+            gr, gi, xr, xi = pg_r1, pg_i1, px_r1, px_i1
+            pg_r1, pg_i1, px_r1, px_i1 = pg_r2, pg_i2, px_r2, px_i2
+            pg_r2, pg_i2 = _load_pair(g_row - _ahead(t, 2, s_g_t), s_g_c, g_tile, mask)
+            px_r2, px_i2 = _load_pair(xs_row - _ahead(t - 1, 2, s_xs_t), s_xs_c, xs_tile, mask)
+        gr += cr
+        gi += ci
+        _store_pair(d_row, s_d_c, d_tile, gr, gi, mask)
         acc_r += gr * xr + gi * xi
         acc_i += gi * xr - gr * xi
         cr, ci = ar * gr + ai * gi, ar * gi - ai * gr
+        g_row -= s_g_t
+        d_row -= s_d_t
+        xs_row -= s_xs_t
 
+    # t = 0: x_{-1} = x0 (or 0, which adds nothing to dΛ̄).
+    if PREFETCH == 0:
+        gr, gi = _load_pair(g_row, s_g_c, g_tile, mask)
+    else:
+        gr, gi = pg_r1, pg_i1
+    gr += cr
+    gi += ci
+    _store_pair(d_row, s_d_c, d_tile, gr, gi, mask)
     if HAS_X0:
-        dx0_off = pid_b * s_dx0_b + p64 * s_dx0_p + n64
-        tl.store(dx0_ptr + dx0_off, cr.to(dx0_ptr.dtype.element_ty), mask=mask)
-        tl.store(dx0_ptr + dx0_off + s_dx0_c, ci.to(dx0_ptr.dtype.element_ty), mask=mask)
+        xr, xi = _load_pair(x0_ptr + pid_b * s_x0_b, s_x0_c, offs_p[:, None] * s_x0_p + offs_n[None, :], mask)
+        acc_r += gr * xr + gi * xi
+        acc_i += gi * xr - gr * xi
+        dx0_tile = offs_p[:, None] * s_dx0_p + offs_n[None, :]
+        _store_pair(dx0_ptr + pid_b * s_dx0_b, s_dx0_c, dx0_tile, ar * gr + ai * gi, ar * gi - ai * gr, mask)
 
     # partial dΛ̄ of this tile: dapart[b, pid_n, c, p], one writer per element.
-    n_tiles_n = tl.num_programs(0)
-    part_off = (pid_b * n_tiles_n + pid_n) * 2 * P + offs_p
-    tl.store(dapart_ptr + part_off, tl.sum(acc_r, axis=1), mask=mask_p)
-    tl.store(dapart_ptr + part_off + P, tl.sum(acc_i, axis=1), mask=mask_p)
+    part_row = dapart_ptr + (pid_b * tl.num_programs(0) + pid_n) * 2 * P
+    tl.store(part_row + offs_p, tl.sum(acc_r, axis=1), mask=mask_p)
+    tl.store(part_row + P + offs_p, tl.sum(acc_i, axis=1), mask=mask_p)
 
 
-def _blocks(b: int, p: int, n: int, device: torch.device) -> tuple[int, int, int]:
-    """Tile ``[BLOCK_P, BLOCK_N]`` and warps: the whole (contiguous) H·W row when it is small, up to 2K streams per
-    program, but small enough for about four programs per SM (each step's loads are latency-bound, so the
-    device needs many programs in flight to reach its bandwidth): at B=8, P=128, 16x16 on an H100 that is 512
-    streams (512 programs) instead of 2048 (128 programs for 132 SMs)."""
+def _blocks(b: int, p: int, n: int, device: torch.device) -> tuple[int, int, int, int]:
+    """Tile ``[BLOCK_P, BLOCK_N]``, warps and prefetch depth.
+
+    The tile is the whole (contiguous) H·W row when it is small, up to 1K streams per program (8 per thread: two
+    128-bit accesses per plane and step; more only adds registers: 2K streams took 204-232 registers in the
+    backward with x0 and capped it at 2 blocks per SM), but small enough for about four programs per SM (each
+    step's loads are latency-bound, so the device needs many programs in flight to reach its bandwidth): at B=8,
+    P=128, 16x16 on an H100 that is 512 streams (512 programs) instead of 1024 (256 programs for 132 SMs).
+
+    Prefetch: by Little's law an SM needs some 32 KB of loads in flight (a few hundred ns at its share of the
+    bandwidth); one step of a stream loads 8 bytes (fp32 Re, Im), so with fewer than ~4K streams per SM the
+    kernel keeps one or two later steps in flight as well (B·P·H·W = 262K at B8 P128 16x16: 2K streams per SM
+    on 132 SMs, depth 1; 64x64: none).
+    """
     block_n = min(triton.next_power_of_2(n), 512)
-    block_p = max(1, min(triton.next_power_of_2(p), 2048 // block_n))
+    block_p = max(1, min(triton.next_power_of_2(p), _MAX_STREAMS // block_n))
     sms = _sm_count(device)
     while block_p > 1 and block_p * block_n > 512 and b * triton.cdiv(p, block_p) * triton.cdiv(n, block_n) < 4 * sms:
         block_p //= 2
-    return block_p, block_n, 4
+    streams_per_sm = b * p * n / sms
+    prefetch = 0 if streams_per_sm >= _STREAMS_PER_SM else (1 if 2 * streams_per_sm >= _STREAMS_PER_SM else 2)
+    return block_p, block_n, 4, prefetch
+
+
+_MAX_STREAMS = 1024
+_STREAMS_PER_SM = 4096
+_INT32_MAX = 2**31 - 1
 
 
 def _sm_count(device: torch.device) -> int:
@@ -213,12 +289,22 @@ def _sm_count(device: torch.device) -> int:
     return stand_in_sm_count() or 1
 
 
-def _streams_contiguous(x: torch.Tensor) -> torch.Tensor:
-    """Make the trailing ``(H, W)`` one unit-stride axis; other strides (B, L, plane, P) may be anything."""
+def _streams_contiguous(x: torch.Tensor, p_dim: int, c_dim: int) -> torch.Tensor:
+    """Make the trailing ``(H, W)`` one unit-stride axis whose tile offsets fit in int32; other strides (B, L, plane,
+    P) may be anything (the kernels walk B and L on 64-bit row pointers)."""
     h, w = x.shape[-2:]
-    if (x.stride(-1) == 1 or w == 1) and (x.stride(-2) == w or h == 1):
+    if (x.stride(-1) == 1 or w == 1) and (x.stride(-2) == w or h == 1) and _tile_fits_int32(x, p_dim, c_dim):
         return x
-    return x.contiguous()
+    x = x.contiguous()
+    if not _tile_fits_int32(x, p_dim, c_dim):
+        raise ValueError(f"the Triton scan needs 2·P·H·W < 2**31 per (batch, step); got {tuple(x.shape)}")
+    return x
+
+
+def _tile_fits_int32(x: torch.Tensor, p_dim: int, c_dim: int) -> bool:
+    h, w = x.shape[-2:]
+    top = (x.shape[p_dim] - 1) * abs(x.stride(p_dim)) + (x.shape[c_dim] - 1) * abs(x.stride(c_dim)) + h * w
+    return top <= _INT32_MAX
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -234,12 +320,15 @@ def _x_strides(x: torch.Tensor | None, dims: tuple[int, int, int]) -> tuple[int,
 
 
 def conv_ssm_scan_fwd(
-    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None
+    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None, out: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward kernel.
 
     Args:
         lam_bar: ``[P, 2]``. bu: ``[B, L, 2, P, H, W]``. x0: ``[B, 2, P, H, W]`` or ``None``.
+        out: where to write xs (``bu``'s shape and dtype, streams contiguous), or ``None`` to allocate. It may be
+            ``bu`` itself: every element of step t is read by the program that then writes it, and prefetching
+            only reads later steps.
 
     Returns:
         ``xs [B, L, 2, P, H, W]`` (``bu``'s dtype), ``x_last [B, 2, P, H, W]`` (float32, float64 for float64).
@@ -247,12 +336,13 @@ def conv_ssm_scan_fwd(
     b, length, two, p, h, w = bu.shape
     assert two == 2 and lam_bar.shape == (p, 2), (tuple(bu.shape), tuple(lam_bar.shape))
     assert x0 is None or x0.shape == (b, 2, p, h, w), tuple(x0.shape)
-    bu = _streams_contiguous(bu)
-    x0 = None if x0 is None else _streams_contiguous(x0)
+    bu = _streams_contiguous(bu, 3, 2)
+    x0 = None if x0 is None else _streams_contiguous(x0, 2, 1)
     lam = lam_bar.contiguous()
-    xs = _empty(bu.shape, bu.dtype, bu.device)
+    xs = _empty(bu.shape, bu.dtype, bu.device) if out is None else out
+    assert xs.shape == bu.shape and xs.dtype == bu.dtype and _streams_contiguous(xs, 3, 2) is xs
     x_last = _empty((b, 2, p, h, w), _state_dtype(bu.dtype), bu.device)
-    block_p, block_n, warps = _blocks(b, p, h * w, bu.device)
+    block_p, block_n, warps, prefetch = _blocks(b, p, h * w, bu.device)
     grid = (triton.cdiv(h * w, block_n), triton.cdiv(p, block_p), b)
     conv_ssm_scan_fwd_kernel[grid](
         bu,
@@ -270,6 +360,7 @@ def conv_ssm_scan_fwd(
         HAS_X0=x0 is not None,
         BLOCK_P=block_p,
         BLOCK_N=block_n,
+        PREFETCH=prefetch,
         num_warps=warps,
     )
     return xs, x_last
@@ -281,12 +372,15 @@ def conv_ssm_scan_bwd(
     g_last: torch.Tensor | None,
     xs: torch.Tensor,
     x0: torch.Tensor | None,
+    into_g: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Launch the backward kernel.
 
     Args:
         lam_bar: ``[P, 2]``. g: gradient of xs ``[B, L, 2, P, H, W]``. g_last: gradient of x_last
             ``[B, 2, P, H, W]`` or ``None``. xs: the forward states. x0: the forward initial state or ``None``.
+        into_g: write dBu into ``g`` (which must then have streams contiguous): step t's loads of ``g`` come
+            before its store, from the same program, and prefetching only reads earlier steps.
 
     Returns:
         ``dbu [B, L, 2, P, H, W]`` (``g``'s dtype), ``dlam_bar [P, 2]`` (float32 partials summed, then cast to
@@ -295,14 +389,16 @@ def conv_ssm_scan_bwd(
     b, length, two, p, h, w = g.shape
     assert two == 2 and xs.shape == g.shape and lam_bar.shape == (p, 2), (tuple(g.shape), tuple(xs.shape))
     assert g_last is None or g_last.shape == (b, 2, p, h, w), tuple(g_last.shape)
-    g, xs = _streams_contiguous(g), _streams_contiguous(xs)
-    g_last = None if g_last is None else _streams_contiguous(g_last)
-    x0 = None if x0 is None else _streams_contiguous(x0)
+    g_in = g
+    g, xs = _streams_contiguous(g, 3, 2), _streams_contiguous(xs, 3, 2)
+    assert not into_g or g is g_in, "into_g needs a gradient whose streams are contiguous"
+    g_last = None if g_last is None else _streams_contiguous(g_last, 2, 1)
+    x0 = None if x0 is None else _streams_contiguous(x0, 2, 1)
     lam = lam_bar.contiguous()
-    block_p, block_n, warps = _blocks(b, p, h * w, g.device)
+    block_p, block_n, warps, prefetch = _blocks(b, p, h * w, g.device)
     grid = (triton.cdiv(h * w, block_n), triton.cdiv(p, block_p), b)
     acc_dtype = _state_dtype(g.dtype)
-    dbu = _empty(g.shape, g.dtype, g.device)
+    dbu = g if into_g else _empty(g.shape, g.dtype, g.device)
     dx0 = None if x0 is None else _empty(x0.shape, x0.dtype, x0.device)
     dapart = _empty((b, grid[0], 2, p), acc_dtype, g.device)
     conv_ssm_scan_bwd_kernel[grid](
@@ -327,6 +423,7 @@ def conv_ssm_scan_bwd(
         HAS_X0=x0 is not None,
         BLOCK_P=block_p,
         BLOCK_N=block_n,
+        PREFETCH=prefetch,
         num_warps=warps,
     )
     dlam = dapart.sum(dim=(0, 1)).t().to(lam_bar.dtype)
@@ -354,5 +451,6 @@ class _ConvSSMScanTriton(torch.autograd.Function):
 def conv_ssm_scan_planar_triton(
     lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Triton path of :func:`stpred.kernels.conv_ssm_scan.conv_ssm_scan_planar` (same arguments)."""
+    """The Triton path of :func:`stpred.kernels.conv_ssm_scan.conv_ssm_scan_planar` (same arguments, out of
+    place; the in-place form goes through the PyTorch path's autograd function with these launchers)."""
     return _ConvSSMScanTriton.apply(lam_bar, bu, x0)
