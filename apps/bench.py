@@ -4,6 +4,7 @@ Commands:
     stpred-bench kernels                      # CPU (or the GPU when present), all kernel shapes
     stpred-bench kernels --quick              # smaller batches, for a quick look
     stpred-bench kernels --device cuda --out docs/bench
+    stpred-bench kernels --compile-only       # no GPU needed: registers, spills, smem, blocks/SM at sm_80/sm_90
     stpred-bench models                       # training samples/s and inference sequences/s per preset
     stpred-bench models --experiments quickstart,ns_fno2d --batch 8
     stpred-bench generation                   # ConvS5 time per generated frame at frames 10, 100, 400
@@ -24,7 +25,8 @@ from stpred.apps._cli import ArgumentParser, resolve_device, run_cli
 
 __all__ = ["main", "kernel_rows", "model_rows", "to_markdown"]
 
-COLUMNS = ("op", "shape", "impl", "fwd_ms", "fwd_bwd_ms", "gbps", "pct_copy_bw", "tflops", "speedup")
+COLUMNS = ("op", "shape", "impl", "fwd_ms", "fwd_bwd_ms", "gbps", "pct_copy_bw", "pct_copy_fwd", "pct_copy_bwd",
+           "tflops", "speedup")  # fmt: skip
 MODEL_COLUMNS = ("experiment", "model", "params", "shape", "batch", "train_samples_per_s", "infer_sequences_per_s")
 GENERATION_COLUMNS = ("model", "config", "params", "batch", "context", "frame", "ms_per_frame", "vs_first")
 DEFAULT_EXPERIMENTS = ("mmnist_simvpv2", "ns_fno2d", "quickstart")
@@ -133,6 +135,20 @@ def device_name(device: str) -> str:
     return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def _compile_rows() -> tuple[list[dict[str, Any]], tuple[str, ...], str]:
+    """Per-kernel resources of every op's compile cases at sm_80 and sm_90 (see stpred.kernels._compile)."""
+    import triton
+
+    from stpred.kernels import _compile
+
+    reports = _compile.compile_report()
+    _, notes = _compile.all_cases()
+    columns = _compile.COLUMNS + (("error",) if any(r.error for r in reports) else ())
+    title = f"Compiled Triton kernels, sm_80 and sm_90 (triton {triton.__version__}, no GPU)"
+    title += "".join(f"; {n}" for n in notes)
+    return [r.row() for r in reports], columns, title
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(prog="stpred-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -140,6 +156,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     k.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
     k.add_argument("--quick", action="store_true", help="smaller shapes for a quick look")
     k.add_argument("--out", default="bench", help="folder for kernels.md and kernels.csv")
+    k.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="compile every Triton kernel for sm_80 and sm_90 (no GPU needed) and tabulate its resources "
+        "(kernels_compile.md and .csv)",
+    )
     m = sub.add_parser("models", help="training and inference throughput of experiment presets")
     m.add_argument("--experiments", default=",".join(DEFAULT_EXPERIMENTS), help="comma-separated presets")
     m.add_argument("--batch", type=int, default=4)
@@ -159,7 +181,11 @@ def _run(argv: list[str] | None = None) -> None:
 
     args = _parse(argv)
     device = resolve_device(args.device)
-    if args.what == "kernels":
+    name = args.what
+    if args.what == "kernels" and args.compile_only:
+        rows, columns, title = _compile_rows()
+        name = "kernels_compile"
+    elif args.what == "kernels":
         rows, columns = kernel_rows(device, args.quick), COLUMNS
         title = f"Kernels on {device_name(device)} (torch {torch.__version__}{', quick' if args.quick else ''})"
     elif args.what == "models":
@@ -176,13 +202,13 @@ def _run(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(rows, title, columns)
-    (out / f"{args.what}.md").write_text(markdown)
-    with (out / f"{args.what}.csv").open("w", newline="") as f:
+    (out / f"{name}.md").write_text(markdown)
+    with (out / f"{name}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     print(markdown)
-    print(f"written: {out / (args.what + '.md')}, {out / (args.what + '.csv')}")
+    print(f"written: {out / (name + '.md')}, {out / (name + '.csv')}")
 
 
 def main(argv: list[str] | None = None) -> None:

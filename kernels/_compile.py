@@ -318,7 +318,18 @@ def blocks_per_sm(target: Target, num_warps: int, registers: int, smem: int) -> 
     return limits[limiter], limiter
 
 
+_measured: dict[tuple[str, str], KernelReport] = {}
+
+
 def _report(case: CompileCase, target: Target, kernel) -> KernelReport:
+    """The kernel's resources, measured once per (kernel hash, target) and relabelled for each case."""
+    key = (kernel.hash, target.name)
+    if key not in _measured:
+        _measured[key] = _measure(case, target, kernel)
+    return dataclasses.replace(_measured[key], case=case.name, tensor_cores_required=case.tensor_cores)
+
+
+def _measure(case: CompileCase, target: Target, kernel) -> KernelReport:
     md = kernel.metadata
     res = _res_usage(kernel.asm["cubin"])
     stack, spill_st, spill_ld = _ptxas_spills(kernel.asm["ptx"], target.arch, bool(getattr(md, "enable_fp_fusion", 1)))

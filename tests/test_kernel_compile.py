@@ -58,3 +58,10 @@ def test_blocks_per_sm_against_hand_counts():
     assert blocks_per_sm(sm80, 8, 32, 100 * 1024) == (1, "smem")
     assert blocks_per_sm(TARGETS["sm_90"], 8, 32, 100 * 1024) == (2, "smem")
     assert blocks_per_sm(sm80, 1, 16, 0) == (32, "blocks")
+
+
+def test_bench_has_compile_only_option():
+    from stpred.apps.bench import _parse
+
+    assert _parse(["kernels", "--compile-only", "--out", "x"]).compile_only
+    assert not _parse(["kernels"]).compile_only

@@ -315,15 +315,30 @@ def test_benchmark_rows_on_tiny_shapes(monkeypatch):
     rows = benchmark.run("cpu", quick=True)
     assert [r["impl"] for r in rows] == ["reference", "torch", "torch-inplace"]
     keys = {"op", "shape", "impl", "fwd_ms", "fwd_bwd_ms", "gbps", "pct_copy_bw", "speedup"}
+    keys |= {"fwd_gbps", "pct_copy_fwd", "bwd_gbps", "pct_copy_bwd"}
+    state_bytes = 1 * 5 * 2 * 3 * 5 * 3 * 4
     for row in rows:
         assert set(row) == keys and row["op"] == "conv_ssm_scan" and row["shape"] == (1, 5, 3, 5, 3)
         assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0 and row["gbps"] > 0 and row["pct_copy_bw"] > 0
+        # forward: read Bu + write xs; backward: read grad + read xs + write dBu (state-sized float32 buffers).
+        assert row["fwd_gbps"] == pytest.approx(2 * state_bytes / (row["fwd_ms"] * 1e6))
+        bwd_ms = row["fwd_bwd_ms"] - row["fwd_ms"]
+        if bwd_ms > 0:
+            assert row["bwd_gbps"] == pytest.approx(3 * state_bytes / (bwd_ms * 1e6))
+            assert row["pct_copy_bwd"] / row["pct_copy_fwd"] == pytest.approx(row["bwd_gbps"] / row["fwd_gbps"])
+        else:
+            assert row["bwd_gbps"] is None and row["pct_copy_bwd"] is None
     assert rows[0]["speedup"] == 1.0
     assert rows[1]["speedup"] == pytest.approx(rows[0]["fwd_bwd_ms"] / rows[1]["fwd_bwd_ms"])
 
 
-def test_benchmark_cases_compute_the_scan_and_its_gradients():
-    """Every timed case (the in-place one adopts pre-filled buffers instead of copying) returns the reference's xs
+@pytest.mark.parametrize(
+    "impl",
+    ["torch", "torch-inplace", pytest.param("triton", marks=pytest.mark.triton),
+     pytest.param("triton-inplace", marks=pytest.mark.triton)],
+)  # fmt: skip
+def test_benchmark_cases_compute_the_scan_and_its_gradients(impl):
+    """Every timed case (the in-place ones adopt pre-filled buffers instead of copying) returns the reference's xs
     and gradients, call after call."""
     from stpred.kernels.conv_ssm_scan import benchmark
 
@@ -332,17 +347,16 @@ def test_benchmark_cases_compute_the_scan_and_its_gradients():
     expected_xs, _ = conv_ssm_scan_planar_reference(lam_bar, bu)
     lam_ref, bu_ref = lam_bar.clone().requires_grad_(), bu.clone().requires_grad_()
     expected = torch.autograd.grad(conv_ssm_scan_planar_reference(lam_ref, bu_ref)[0], (lam_ref, bu_ref), grad)
-    for impl in ("torch", "torch-inplace"):
-        scan, inputs, setup = benchmark._case(impl, lam_bar, bu)
-        for _ in range(2):
-            if setup is not None:
-                setup(grad)
-            xs, _ = scan(*inputs)
-            got_xs = xs.detach().clone()
-            grads = torch.autograd.grad(xs, inputs, grad)
-            _assert_close(got_xs, expected_xs, 1e-6, f"{impl} xs")
-            for name, got, want in zip(("dlam_bar", "dbu"), grads, expected):
-                _assert_close(got, want, 1e-5, f"{impl} {name}")
+    scan, inputs, setup = benchmark._case(impl, lam_bar, bu)
+    for _ in range(2):
+        if setup is not None:
+            setup(grad)
+        xs, _ = scan(*inputs)
+        got_xs = xs.detach().clone()
+        grads = torch.autograd.grad(xs, inputs, grad)
+        _assert_close(got_xs, expected_xs, 1e-6, f"{impl} xs")
+        for name, got, want in zip(("dlam_bar", "dbu"), grads, expected):
+            _assert_close(got, want, 1e-5, f"{impl} {name}")
 
 
 # ------------------------------------------------------------------------------------------------ in-place scan
