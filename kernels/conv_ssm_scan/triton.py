@@ -252,8 +252,8 @@ def conv_ssm_scan_bwd_kernel(
     tl.store(part_row + P + offs_p, tl.sum(acc_i, axis=1), mask=mask_p)
 
 
-def _blocks(b: int, p: int, n: int, device: torch.device) -> tuple[int, int, int, int]:
-    """Tile ``[BLOCK_P, BLOCK_N]``, warps and prefetch depth.
+def _blocks(b: int, p: int, n: int, device: torch.device, elem_size: int = 4) -> tuple[int, int, int, int]:
+    """Tile ``[BLOCK_P, BLOCK_N]``, warps and prefetch depth for elements of ``elem_size`` bytes.
 
     The tile is the whole (contiguous) H·W row when it is small, up to 1K streams per program (8 per thread: two
     128-bit accesses per plane and step; more only adds registers: 2K streams took 204-232 registers in the
@@ -263,8 +263,8 @@ def _blocks(b: int, p: int, n: int, device: torch.device) -> tuple[int, int, int
 
     Prefetch: by Little's law an SM needs some 32 KB of loads in flight (a few hundred ns at its share of the
     bandwidth); one step of a stream loads 8 bytes (fp32 Re, Im), so with fewer than ~4K streams per SM the
-    kernel keeps one or two later steps in flight as well (B·P·H·W = 262K at B8 P128 16x16: 2K streams per SM
-    on 132 SMs, depth 1; 64x64: none).
+    kernel keeps one or two later steps in flight as well (B·P·H·W = 262K at B8 P128 16x16: 1985 streams per
+    SM on 132 SMs, depth 2; 2427 on 108 SMs, depth 1; 64x64: none).
     """
     block_n = min(triton.next_power_of_2(n), 512)
     block_p = max(1, min(triton.next_power_of_2(p), _MAX_STREAMS // block_n))
@@ -273,7 +273,9 @@ def _blocks(b: int, p: int, n: int, device: torch.device) -> tuple[int, int, int
         block_p //= 2
     streams_per_sm = b * p * n / sms
     prefetch = 0 if streams_per_sm >= _STREAMS_PER_SM else (1 if 2 * streams_per_sm >= _STREAMS_PER_SM else 2)
-    return block_p, block_n, 4, prefetch
+    # Fewer warps for 2-byte dtypes, so that each thread holds 16 bytes per plane: one 128-bit access.
+    warps = max(1, min(4, block_p * block_n * elem_size // (16 * 32)))
+    return block_p, block_n, warps, prefetch
 
 
 _MAX_STREAMS = 1024
@@ -342,7 +344,7 @@ def conv_ssm_scan_fwd(
     xs = _empty(bu.shape, bu.dtype, bu.device) if out is None else out
     assert xs.shape == bu.shape and xs.dtype == bu.dtype and _streams_contiguous(xs, 3, 2) is xs
     x_last = _empty((b, 2, p, h, w), _state_dtype(bu.dtype), bu.device)
-    block_p, block_n, warps, prefetch = _blocks(b, p, h * w, bu.device)
+    block_p, block_n, warps, prefetch = _blocks(b, p, h * w, bu.device, bu.element_size())
     grid = (triton.cdiv(h * w, block_n), triton.cdiv(p, block_p), b)
     conv_ssm_scan_fwd_kernel[grid](
         bu,
@@ -395,7 +397,7 @@ def conv_ssm_scan_bwd(
     g_last = None if g_last is None else _streams_contiguous(g_last, 2, 1)
     x0 = None if x0 is None else _streams_contiguous(x0, 2, 1)
     lam = lam_bar.contiguous()
-    block_p, block_n, warps, prefetch = _blocks(b, p, h * w, g.device)
+    block_p, block_n, warps, prefetch = _blocks(b, p, h * w, g.device, g.element_size())
     grid = (triton.cdiv(h * w, block_n), triton.cdiv(p, block_p), b)
     acc_dtype = _state_dtype(g.dtype)
     dbu = g if into_g else _empty(g.shape, g.dtype, g.device)
