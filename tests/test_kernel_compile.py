@@ -65,3 +65,20 @@ def test_bench_has_compile_only_option():
 
     assert _parse(["kernels", "--compile-only", "--out", "x"]).compile_only
     assert not _parse(["kernels"]).compile_only
+
+
+def test_interpreter_flag_is_left_alone(reports):
+    """Without a GPU conftest turns Triton's interpreter on for this process; compiling (in a child) leaves it on,
+    and compiling in this process is refused with a clear message."""
+    import os
+
+    import torch
+    from triton import knobs
+
+    from stpred.kernels._compile import compile_case
+
+    assert reports
+    if not torch.cuda.is_available():
+        assert os.environ.get("TRITON_INTERPRET") == "1" and knobs.runtime.interpret
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+            compile_case(CASES[0], "sm_80")
