@@ -160,7 +160,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--compile-only",
         action="store_true",
         help="compile every Triton kernel for sm_80 and sm_90 (no GPU needed) and tabulate its resources "
-        "(kernels_compile.md and .csv)",
+        "(kernels_compile.md and kernels_compile.csv)",
     )
     m = sub.add_parser("models", help="training and inference throughput of experiment presets")
     m.add_argument("--experiments", default=",".join(DEFAULT_EXPERIMENTS), help="comma-separated presets")

@@ -1,4 +1,4 @@
-"""The DataModule contract shared by every dataset (architecture.md, "DataModule").
+"""The DataModule contract shared by every dataset (docs/architecture.md, "DataModule").
 
 A datamodule, once ``setup()`` ran, exposes ``in_shape = (T_in, C, H, W)``, ``out_frames``, ``task`` and
 ``metadata()``: plain values (normalisation statistics from the training split, channel names, units, grid,

@@ -1,4 +1,4 @@
-"""Kinetics (data.md §6): one clip reader for two tasks, action classification and video forecasting.
+"""Kinetics (docs/data.md §6): one clip reader for two tasks, action classification and video forecasting.
 
 Layouts under ``root`` (``layout="auto"`` detects them in this order):
 
@@ -19,7 +19,7 @@ Class names come from ``label_map`` (``label_map_k400.txt``: one name a line, la
 
 Sampling (every index exact: ``start + stride * k``, never a truncated ``linspace``):
 
-* ``task="classify"`` (SqueezeTime-like, models.md §4.3): ``num_frames`` frames at ``frame_stride``. Training
+* ``task="classify"`` (SqueezeTime-like, docs/models.md §4.3): ``num_frames`` frames at ``frame_stride``. Training
   takes a uniformly random start, a random ``crop_size`` crop after resizing the short side to ``short_side``,
   and a horizontal flip with probability 1/2. Validation takes the centre clip and the centre crop. Test takes
   ``test_clips`` evenly spaced clips (start ``k``: ``floor((n - span) * (2k + 1) / (2 test_clips))``) times
@@ -103,7 +103,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "validate", "validation"), "test": ("test",)}
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 LABEL_MAP_NAME = "label_map_k400.txt"
-#: data.md §6.1: smaller files are failed downloads.
+#: docs/data.md §6.1: smaller files are failed downloads.
 MIN_FILE_BYTES = 1024
 #: Seed of the fixed permutation that holds validation clips out of train; independent of the run's seed.
 HOLDOUT_SEED = 400

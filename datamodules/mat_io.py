@@ -1,4 +1,4 @@
-"""Reading the FNO Navier-Stokes ``.mat`` files (data.md section 5.4), MATLAB v7.3 (HDF5) and older (v5).
+"""Reading the FNO Navier-Stokes ``.mat`` files (docs/data.md section 5.4), MATLAB v7.3 (HDF5) and older (v5).
 
 The files hold ``a`` ``[N, s, s]`` (the initial vorticity), ``u`` ``[N, s, s, T]`` (the trajectory, one frame per
 unit time) and ``t`` (the recorded times), all in MATLAB's axis order. A v7.3 file is HDF5 written column-major,

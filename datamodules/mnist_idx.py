@@ -1,4 +1,4 @@
-"""MNIST source files: the IDX reader, discovery in a folder, and a checksummed, atomic download (data.md §1).
+"""MNIST source files: the IDX reader, discovery in a folder, and a checksummed, atomic download (docs/data.md §1).
 
 IDX files start with a big-endian magic number: 2051 for images (then the count, rows and columns; a 16-byte
 header) and 2049 for labels (then the count; an 8-byte header), followed by the uint8 payload. Files may be
@@ -69,7 +69,7 @@ class MnistFile:
     raw_md5: str | None = None
 
 
-#: File stem -> checksums (data.md §1).
+#: File stem -> checksums (docs/data.md §1).
 MNIST_FILES: dict[str, MnistFile] = {
     "train-images-idx3-ubyte": MnistFile("f68b3c2dcbeaaa9fbdd348bbdeb94873"),
     "train-labels-idx1-ubyte": MnistFile("d53e105ee54ea40749a09fcbcd1e9432"),
@@ -268,7 +268,7 @@ def download_mnist_file(
     mirrors: tuple[str, ...] | None = None,
     timeout: float = 30.0,
 ) -> Path:
-    """Download ``<stem>.gz`` from the mirrors into ``root`` and verify its md5 (data.md §1).
+    """Download ``<stem>.gz`` from the mirrors into ``root`` and verify its md5 (docs/data.md §1).
 
     Args:
         root: destination folder.

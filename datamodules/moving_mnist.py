@@ -1,4 +1,5 @@
-"""Moving MNIST (``mmnist``, data.md §2): sequences generated on the fly from MNIST digits, plus the fixed test set.
+"""Moving MNIST (``mmnist``, docs/data.md §2): sequences generated on the fly from MNIST digits, plus the fixed
+test set.
 
 Generation follows OpenSTL's ``MovingMNIST`` (after Srivastava et al. 2015): each of ``num_digits`` 28x28 digits
 starts at ``U[0,1)^2`` with a direction ``U[0, 2pi)``; every frame it first steps ``step_length`` along its
@@ -11,7 +12,7 @@ index)``, so generation does not depend on worker count, order or process. Train
 epoch because :class:`EpochSampler` yields *global* indices ``epoch * epoch_size + i`` and the dataset derives
 ``(epoch, i)`` from them; validation and test sets only ever see epoch 0, so they are fixed.
 
-Splits (data.md §2.4): digits come from disjoint pools.
+Splits (docs/data.md §2.4): digits come from disjoint pools.
 
 * With the 60k training file: train digits ``0 .. N - N//12 - 1`` (0..54,999), validation ``N - N//12 .. N - 1``
   (55,000..59,999); test is ``mnist_test_seq.npy`` when present, else a fixed set generated from the t10k digits.
@@ -65,7 +66,7 @@ TEST_SEQ = "mnist_test_seq.npy"
 
 #: Random streams, so train, validation and test sequences never share a generator seed.
 TRAIN_STREAM, VAL_STREAM, TEST_STREAM = 0, 1, 2
-#: 60,000 // 12 = 5,000 validation digits, i.e. digits 55,000..59,999 of the training file (data.md §2.4).
+#: 60,000 // 12 = 5,000 validation digits, i.e. digits 55,000..59,999 of the training file (docs/data.md §2.4).
 VAL_HOLDOUT_DIVISOR = 12
 #: When only the t10k digits exist: fractions of its digits for the train / val / test pools.
 T10K_POOL_FRACTIONS = (0.8, 0.1, 0.1)

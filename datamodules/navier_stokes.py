@@ -1,4 +1,5 @@
-"""Navier-Stokes vorticity forecasting (FNO benchmark, data.md section 5): generated and cached, or read from ``.mat``.
+"""Navier-Stokes vorticity forecasting (FNO benchmark, docs/data.md section 5): generated and cached, or read from
+``.mat``.
 
 Without ``file``, trajectories are generated with :mod:`stpred.datamodules.ns_solver` (FNO forcing, GRF initial
 conditions, one frame every ``frame_dt`` from ``t = frame_dt``) and cached as HDF5 under ``root``; the file name

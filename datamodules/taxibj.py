@@ -1,4 +1,4 @@
-"""TaxiBJ crowd flows (``taxibj``, data.md §3), and any grid-flow files in the same layout (BikeNYC, TaxiNYC).
+"""TaxiBJ crowd flows (``taxibj``, docs/data.md §3), and any grid-flow files in the same layout (BikeNYC, TaxiNYC).
 
 Two sources, both giving 4 -> 4 windows ``{"x": [T_in, 2, 32, 32], "y": [T_out, 2, 32, 32]}`` on a [0, 1] scale:
 
@@ -20,7 +20,8 @@ their frames are merged and sorted by time stamp (a repeated stamp keeps its fir
   [0, 1] slightly.
 
 Metrics are therefore in [0, 1] units (``mean = 0``, ``std = 1``, ``data_range = 1``), the units of the published
-tables (metrics.md §1). In flow counts: ``mse_counts = mse * flow_scale**2``, ``rmse_counts = rmse * flow_scale`` and
+tables (docs/metrics.md §1). In flow counts: ``mse_counts = mse * flow_scale**2``,
+``rmse_counts = rmse * flow_scale`` and
 ``mae_counts = mae * flow_scale`` (per channel with ``scaling="channel"``); ``flow_min``, ``flow_max`` and
 ``flow_scale`` are in ``metadata()``.
 

@@ -1,6 +1,6 @@
 """Video clips in and out: frame-exact reading with decord or OpenCV, and writing MP4 (``mp4v``) or GIF.
 
-Reading (conventions.md §8): :func:`read_clip` decodes exactly the frames asked for and returns uint8
+Reading (docs/conventions.md §8): :func:`read_clip` decodes exactly the frames asked for and returns uint8
 ``[T, H, W, 3]`` **RGB**. decord (``VideoReader(path, ctx=cpu(0), num_threads=1).get_batch(idx)``) is used when it
 is importable; the OpenCV ``VideoCapture`` fallback converts OpenCV's BGR to RGB, seeks to the first wanted frame
 and then grabs forward, retrieving (colour-converting) only the wanted frames. Both go through FFmpeg and agree to

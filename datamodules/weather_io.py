@@ -1,7 +1,7 @@
 """Lazy readers for gridded weather data: WeatherBench-1 folders, single NetCDF files and WeatherBench-2 Zarr stores.
 
 Every reader returns one lazy (dask-backed) :class:`xarray.DataArray` per channel with dims
-``(time, latitude, longitude)`` in that order, whatever the source's names and layout (data.md section 4):
+``(time, latitude, longitude)`` in that order, whatever the source's names and layout (docs/data.md section 4):
 
 - **WeatherBench-1 layout** (``root``): ``<root>/<dir>/<dir>_<YYYY>_<res>deg.nc``, dims ``time, lat, lon``
   [+ ``level``], short variable names inside (``t2m`` in ``2m_temperature/``). Only the years the splits need
@@ -75,7 +75,7 @@ SHORT_TO_LONG = {
 }
 LONG_TO_SHORT = {v: k for k, v in SHORT_TO_LONG.items()}
 
-#: OpenSTL's key -> WeatherBench-1 folder map (data.md section 4.1), for keys given without levels.
+#: OpenSTL's key -> WeatherBench-1 folder map (docs/data.md section 4.1), for keys given without levels.
 OPENSTL_DIRS = {
     "t2m": "2m_temperature",
     "r": "relative_humidity",

@@ -1,4 +1,4 @@
-"""WeatherBench / ERA5 gridded forecasting (data.md section 4): ``[B, t_in, C, H, W] -> [B, t_out, C, H, W]``.
+"""WeatherBench / ERA5 gridded forecasting (docs/data.md section 4): ``[B, t_in, C, H, W] -> [B, t_out, C, H, W]``.
 
 Reads a WeatherBench-1 folder (``root``), a single NetCDF file or a WeatherBench-2 Zarr store (``path``) lazily
 through :mod:`stpred.datamodules.weather_io`; one channel per (variable, level), ``H`` = latitude rows in the
@@ -57,7 +57,7 @@ __all__ = ["DEFAULT_SPLITS", "WeatherBenchDataModule", "WeatherWindows", "window
 
 log = logging.getLogger(__name__)
 
-#: OpenSTL's single-variable WeatherBench periods (data.md section 4.2).
+#: OpenSTL's single-variable WeatherBench periods (docs/data.md section 4.2).
 DEFAULT_SPLITS = {"train": [2010, 2015], "val": [2016, 2016], "test": [2017, 2018]}
 SPLITS = ("train", "val", "test")
 
@@ -335,7 +335,7 @@ class WeatherBenchDataModule(ForecastDataModule):
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Nothing to download: WeatherBench files are fetched by the user (data.md section 4.3)."""
+        """Nothing to download: WeatherBench files are fetched by the user (docs/data.md section 4.3)."""
 
     def _strides(self, native: np.timedelta64) -> tuple[int, int]:
         def ratio(hours: float | None, what: str) -> int:

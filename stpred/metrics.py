@@ -4,7 +4,7 @@ One :class:`ForecastMetrics` per stage is updated with **de-normalised** ``[B, T
 targets. Its states are per-lead sums (float64) reduced with ``"sum"`` across processes, so DDP sync and epoch
 reduction need nothing else and no prediction is ever gathered on the host (the OpenSTL failure mode).
 
-Names follow metrics.md: ``mse``/``mae``/``rmse`` (per element, OpenSTL ``spatial_norm=True``; ``rmse`` is the
+Names follow docs/metrics.md: ``mse``/``mae``/``rmse`` (per element, OpenSTL ``spatial_norm=True``; ``rmse`` is the
 global RMSE), ``mse_frame``/``mae_frame`` (OpenSTL/PredFormer tables: per-frame sums over C·H·W), ``psnr``
 (OpenSTL >= 0.2, float, per frame), ``psnr_uint8`` (SimVP-v1 quantised convention), ``ssim`` (Wang et al.
 Gaussian window, explicit data range, valid region), ``rel_l2``/``rel_l2_step`` (FNO full/step), and

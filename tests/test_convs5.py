@@ -1,4 +1,4 @@
-"""ConvS5 (models.md §1): scan vs step parity, O(1) generation, shapes at every benchmark size, parameter counts,
+"""ConvS5 (docs/models.md §1): scan vs step parity, O(1) generation, shapes at every benchmark size, parameter counts,
 classification, value ranges, the loss helper, configs and errors."""
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def test_classification_mode() -> None:
 
 
 def test_published_long_horizon_parameter_count() -> None:
-    # Computed by stpred, not published (models.md §1.6); the SSM core per layer is the derived 1,180,032.
+    # Computed by stpred, not published (docs/models.md §1.6); the SSM core per layer is the derived 1,180,032.
     model = create_model("convs5", in_shape=(100, 1, 64, 64), out_frames=400, device="meta")
     assert _params(model) == 22_550_657
     assert [layer.ssm.ssm_core_num_params() for layer in model.layers] == [1_180_032] * 8
@@ -266,7 +266,7 @@ def test_published_long_horizon_parameter_count() -> None:
 def test_one_stage_variant_parameter_count() -> None:
     kw = {"widths": (64, 128), "d_model": 128, "ssm_size": 128, "value_range": "real"}
     model = ConvS5(in_shape=(12, 1, 32, 64), out_frames=12, device="meta", **kw)
-    # P = 64, U = 128, k = 3: 2P + P + 2·P·U·9 + 2·9·P·U = 295,104 per layer (models.md §1.6 formula).
+    # P = 64, U = 128, k = 3: 2P + P + 2·P·U·9 + 2·9·P·U = 295,104 per layer (docs/models.md §1.6 formula).
     assert model.layers[0].ssm.ssm_core_num_params() == 3 * 64 + 4 * 9 * 64 * 128 == 295_104
     assert _params(model) == 5_612_545  # stpred's count, recorded so a change is noticed
 

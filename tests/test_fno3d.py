@@ -1,4 +1,4 @@
-"""FNO-3D (models.md §6.2): the published parameter count, an independent re-computation of the forward pass from
+"""FNO-3D (docs/models.md §6.2): the published parameter count, an independent re-computation of the forward pass from
 the equations, Navier-Stokes shapes in float64 and under bf16 autocast, and construction errors."""
 
 from __future__ import annotations

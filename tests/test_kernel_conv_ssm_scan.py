@@ -1,4 +1,5 @@
-"""conv_ssm_scan: reference vs complex128 ground truth, fast PyTorch path and Triton vs reference (kernels.md §4)."""
+"""conv_ssm_scan: reference vs complex128 ground truth, fast PyTorch path and Triton vs reference
+(docs/kernels.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LRCN (models.md §5): shared per-frame CNN, LSTM, mean-over-steps readout, recurrent forecast rollout."""
+"""LRCN (docs/models.md §5): shared per-frame CNN, LSTM, mean-over-steps readout, recurrent forecast rollout."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from stpred.errors import ConfigError
 from stpred.metrics import ForecastMetrics, latitude_area_weights, relative_l2, ssim_per_frame
 
 # ---------------------------------------------------------------------------------------------------------------
-# Independent references in numpy (written from the definitions in metrics.md, not from stpred.metrics).
+# Independent references in numpy (written from the definitions in docs/metrics.md, not from stpred.metrics).
 
 
 def np_openstl_mse(pred: np.ndarray, true: np.ndarray) -> float:

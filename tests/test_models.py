@@ -1,4 +1,5 @@
-"""Registry-parametrised model tests (conventions.md §10) plus the published parameter counts (models.md §2, §6).
+"""Registry-parametrised model tests (docs/conventions.md §10) plus the published parameter counts
+(docs/models.md §2, §6).
 
 Every registered model is built with tiny hyperparameters at each datamodule's real shapes. A model registered
 without an entry in ``TINY_KWARGS`` fails ``test_every_model_has_tiny_kwargs``.
@@ -240,7 +241,7 @@ def test_wrong_input_frames_fail_clearly() -> None:
         model(torch.randn(2, 5, 2, 32, 32))
 
 
-# --- SimVPv2 horizons (models.md §2.3) ---
+# --- SimVPv2 horizons (docs/models.md §2.3) ---
 
 
 def _simvp(out_frames: int, **kw) -> SimVPv2:
@@ -340,7 +341,7 @@ def test_fno_bf16_autocast() -> None:
     assert y.shape == (2, 2, 1, 32, 32) and torch.isfinite(y.float()).all()
 
 
-# --- full-size parameter counts (models.md §2.4, §6.2); built on the meta device, so they are cheap ---
+# --- full-size parameter counts (docs/models.md §2.4, §6.2); built on the meta device, so they are cheap ---
 
 
 @pytest.mark.parametrize(

@@ -109,7 +109,7 @@ def test_shared_t10k_is_real_mnist(mnist_dir: Path, t10k: np.ndarray) -> None:
     labels = read_idx_labels(mnist_dir / "t10k-labels-idx1-ubyte.gz")
     assert t10k.shape == (10000, 28, 28) and t10k.dtype == np.uint8
     assert labels.shape == (10000,) and set(np.unique(labels).tolist()) == set(range(10))
-    # Re-gzipped copies are accepted through the decompressed md5 (data.md §1).
+    # Re-gzipped copies are accepted through the decompressed md5 (docs/data.md §1).
     assert verify_mnist_file(mnist_dir / T10K, "t10k-images-idx3-ubyte")
     assert verify_mnist_file(mnist_dir / "t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte")
     assert md5_of(mnist_dir / T10K, decompress=True) == MNIST_FILES["t10k-images-idx3-ubyte"].raw_md5
@@ -156,7 +156,7 @@ def test_bounce_rule_hand_computed() -> None:
 
 
 def _reference_positions(start: np.ndarray, theta: float, frames: int, step: float) -> np.ndarray:
-    """data.md §2.2 step by step for one digit: step, clamp and flip, then record."""
+    """docs/data.md §2.2 step by step for one digit: step, clamp and flip, then record."""
     y, x = float(start[0]), float(start[1])
     vy, vx = math.sin(theta), math.cos(theta)
     out = []

@@ -1,5 +1,6 @@
-"""PredFormer (models.md §3): the nine arrangements, exact parameter counts, SDPA against explicit softmax attention,
-token order of the factorized passes, the non-persistent position code, classification, horizons and errors.
+"""PredFormer (docs/models.md §3): the nine arrangements, exact parameter counts, SDPA against explicit softmax
+attention, token order of the factorized passes, the non-persistent position code, classification, horizons and
+errors.
 
 Everything runs at tiny widths on the datamodules' real shapes; full-size models are built on the meta device.
 """
@@ -86,7 +87,7 @@ def test_arrangement_layout_stacks() -> None:
     assert arrangement_layout("TSST", 1) == (("T", "S", "S", "T"), (1, 1, 1, 1))
 
 
-# --- published parameter counts (models.md §3.5), exact ---
+# --- published parameter counts (docs/models.md §3.5), exact ---
 
 
 @pytest.mark.parametrize(
@@ -116,7 +117,7 @@ def test_published_parameter_counts(in_shape: tuple, kwargs: dict, expected: int
 
 
 def test_gtb_parameter_formula() -> None:
-    # qkv 3D*256 + out 256D + D + 3 LNs 6D + SwiGLU 2(DH + H) + HD + D (models.md §3.5)
+    # qkv 3D*256 + out 256D + D + 3 LNs 6D + SwiGLU 2(DH + H) + HD + D (docs/models.md §3.5)
     for hidden, expected in ((1024, 1_052_672), (512, 658_432)):
         assert _n_params(GatedTransformerBlock(256, mlp_hidden=hidden, device="meta")) == expected
 

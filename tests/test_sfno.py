@@ -1,4 +1,4 @@
-"""SFNO, the Spectral-Refiner space-time FNO (models.md §7): the published parameter count, the forward pass
+"""SFNO, the Spectral-Refiner space-time FNO (docs/models.md §7): the published parameter count, the forward pass
 re-computed from the equations, time resampling, the spectral bias, the Helmholtz projection, the refiner's mode
 expansion, Navier-Stokes shapes in float64 and under bf16 autocast, and construction errors."""
 
@@ -77,7 +77,7 @@ def _pointwise(conv: torch.nn.Conv3d, v: torch.Tensor) -> torch.Tensor:
 
 
 def _reference_forward(model: SFNO, x: torch.Tensor, beta: float) -> torch.Tensor:
-    """models.md §7.2 for C = 1, written out with ReLU everywhere (the default activation)."""
+    """docs/models.md §7.2 for C = 1, written out with ReLU everywhere (the default activation)."""
     b, t_in, _, nx, ny = x.shape
     width = model.lift.width
     v = x[:, :, 0].permute(0, 2, 3, 1)[:, None]  # (b, 1, x, y, t)

@@ -1,4 +1,4 @@
-"""SqueezeTime (models.md §4): published size and cost, the channel-major squeeze, the CTL, both heads."""
+"""SqueezeTime (docs/models.md §4): published size and cost, the channel-major squeeze, the CTL, both heads."""
 
 from __future__ import annotations
 

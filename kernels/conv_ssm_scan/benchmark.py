@@ -1,7 +1,7 @@
 """Timings of the conv-SSM scan: sequential reference vs the fast PyTorch path vs Triton (CUDA only).
 
 ``run()`` returns one row per (shape, implementation), for ``stpred-bench kernels``. Bytes are the minimal traffic
-(kernels.md §1.2 option A) in state-sized buffers S = B·L·2·P·H·W·4 bytes (float32): the forward reads Bu and
+(docs/kernels.md §1.2 option A) in state-sized buffers S = B·L·2·P·H·W·4 bytes (float32): the forward reads Bu and
 writes xs (2 S; the Triton kernel also writes x_last, S/L), the backward reads the incoming gradient and xs and
 writes dBu (3 S; plus dΛ̄ partials of B·n_tiles·2·P floats), i.e. 5 S for forward+backward. Per direction the
 effective bandwidth is that traffic over the direction's time (the backward's is ``fwd_bwd_ms - fwd_ms``), and

@@ -1,4 +1,4 @@
-"""Sequential PyTorch reference for the complex diagonal conv-SSM scan (kernels.md §1).
+"""Sequential PyTorch reference for the complex diagonal conv-SSM scan (docs/kernels.md §1).
 
 This is the plain loop over t, vectorised over the streams and differentiated by autograd. It is the ground
 truth the fast PyTorch path and the Triton kernels are tested against, and the baseline their speed is

@@ -1,4 +1,4 @@
-"""Triton kernels for the conv-SSM scan on the planar layout (kernels.md §1.2 option A, §1.3, §3).
+"""Triton kernels for the conv-SSM scan on the planar layout (docs/kernels.md §1.2 option A, §1.3, §3).
 
 Each program owns a ``[BLOCK_P, BLOCK_N]`` tile of streams of one batch element (``N = H·W``, contiguous) and
 loops over t inside: Bu is read once and xs written once. The backward is the reverse scan with conj(Λ̄), walked

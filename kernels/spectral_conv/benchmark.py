@@ -1,7 +1,7 @@
 """Spectral-convolution benchmark: rfft reference vs truncated-DFT matmul (vs Triton on CUDA), and the path the
 dispatcher picks (``auto``).
 
-Shapes (FNO-2D and SFNO as trained in models.md §6-7):
+Shapes (FNO-2D and SFNO as trained in docs/models.md §6-7):
 - FNO-2D: B=32, width 32 and 64, 64x64 grid, modes 12 and 16 (per side on the first axis, half axis on the last).
 - SFNO: B=4, width 20, 64x64x20 (x, y, t), modes (12, 12, 5), as in the published FNO-data configuration.
 

@@ -1,4 +1,4 @@
-"""Truncated-DFT-as-matmul spectral convolution in PyTorch (kernels.md §2.1-2.5).
+"""Truncated-DFT-as-matmul spectral convolution in PyTorch (docs/kernels.md §2.1-2.5).
 
 The forward transform contracts the last (half-spectrum) axis with one real GEMM against an interleaved
 ``[N, 2m]`` cos/-sin basis, so its output is already ``view_as_complex``-able, then contracts each two-sided axis
@@ -192,7 +192,7 @@ def register_mixer(name: str, mix: Callable[..., torch.Tensor], mix_backward: Ca
 
 
 class SpectralConvFunction(torch.autograd.Function):
-    """Truncated DFT -> per-mode mixing -> inverse DFT, with the analytic backward of kernels.md §2.4."""
+    """Truncated DFT -> per-mode mixing -> inverse DFT, with the analytic backward of docs/kernels.md §2.4."""
 
     @staticmethod
     def forward(ctx, x, weight, n_out, norm, mixer):  # noqa: D102

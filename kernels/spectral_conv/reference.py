@@ -1,4 +1,4 @@
-"""PyTorch rfft reference for the truncated spectral convolution (kernels.md §2)."""
+"""PyTorch rfft reference for the truncated spectral convolution (docs/kernels.md §2)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ Three kernels, all on ``tl.dot`` (tensor cores for ``tf32``/``bf16``), all float
   (``Y = X W``, ``dX = dY W^H``, ``dW = X^H dY``, the batch reduced in order inside one program: deterministic)
   and, in 3-D, the x axis of the transform on the already-truncated (y, t) spectrum.
 
-The backward is the exact adjoint: the same kernels with the adjoint bases (kernels.md §2.4). Weights are packed
+The backward is the exact adjoint: the same kernels with the adjoint bases (docs/kernels.md §2.4). Weights are packed
 once per parameter version into ``[K, 2, C_in, C_out]`` (``C_out`` contiguous: coalesced tiles).
 """
 

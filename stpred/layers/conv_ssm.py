@@ -1,4 +1,4 @@
-"""ConvS5's ConvSSM block (Smith et al., NeurIPS 2023; models.md §1.2-1.3), reimplemented from the equations.
+"""ConvS5's ConvSSM block (Smith et al., NeurIPS 2023; docs/models.md §1.2-1.3), reimplemented from the equations.
 
 State ``x_k = Λ̄ ⊙ x_{k-1} + conv_{k_B}(u_k; B̄)`` with one complex Λ̄_p per state channel, output
 ``y_k = 2·Re(conv_{k_C}(x_k; C̃))`` plus a feed-through. Both complex convs are real convs over the B·L frames on
@@ -156,7 +156,7 @@ class ConvSSM(nn.Module):
         self.reset_ssm_parameters()
 
     def reset_ssm_parameters(self) -> None:
-        """S5/HiPPO initialisation of Λ, B̃, C̃ and log Δ (models.md §1.3), drawn from torch's global RNG."""
+        """S5/HiPPO initialisation of Λ, B̃, C̃ and log Δ (docs/models.md §1.3), drawn from torch's global RNG."""
         p, u, kb, kc = self.state_size, self.d_model, self.kernel_b, self.kernel_c
         lambda_im, v = hippo_legs_blocks(self.ssm_size, self.blocks)
         b = _he_normal((self.ssm_size, u * kb * kb), fan_in=u * kb * kb)

@@ -1,6 +1,6 @@
 """Fourier-layer spectral convolutions (FNO, Li et al., ICLR 2021; SFNO's space-time form).
 
-The layers keep one dense weight per layer (kernels.md §2.1) and dispatch to the kernels of
+The layers keep one dense weight per layer (docs/kernels.md §2.1) and dispatch to the kernels of
 ``stpred.kernels.spectral_conv``. FFTs have no bfloat16, so the spectral path always runs in float32 (or float64)
 with autocast off and casts back to the input dtype.
 """

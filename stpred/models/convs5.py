@@ -22,9 +22,9 @@ data in [0, 1] such as Moving MNIST) feeds ``2x - 1`` to the encoder and returns
 and predictions are in data units; ``"symmetric"`` takes and returns [-1, 1] values; ``"real"`` drops the ``tanh``
 (normalised physical fields, e.g. the proposed TaxiBJ / WeatherBench variant on z-scored data).
 
-Model card (stpred's own counts; no whole-model count is published, models.md §1.6):
+Model card (stpred's own counts; no whole-model count is published, docs/models.md §1.6):
 
-- SSM core per layer (Λ, log Δ, B̃, C̃) at P=128, U=256, k=3: 1,180,032 (derived, matches models.md).
+- SSM core per layer (Λ, log Δ, B̃, C̃) at P=128, U=256, k=3: 1,180,032 (derived, matches docs/models.md).
 - Whole model, published long-horizon Moving-MNIST configuration (d_model 256, ssm_size 256, 8 layers, blocks 1,
   3x3 kernels, ``resnet`` feed-through, encoder widths 64/128/256, 64x64x1 frames, no actions): **22,550,657**
   parameters (computed by stpred, not published): encoder 1,223,936; action conv 65,792; 8 sequence layers of

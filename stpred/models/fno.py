@@ -17,7 +17,7 @@ sliding the input window over its own predictions. ``mode="oneshot"`` predicts a
 The network is defined on the grid, so it also runs at resolutions other than ``in_shape``'s H, W as long as the
 grid holds the kept modes (zero-shot super-resolution); ``T_in`` and ``C`` are fixed.
 
-FNO-3D (``fourier_3d.py``, models.md §6.2) convolves in space and time at once. The ``T_in`` input frames (folded
+FNO-3D (``fourier_3d.py``, docs/models.md §6.2) convolves in space and time at once. The ``T_in`` input frames (folded
 with the channels) are repeated along the ``T_out`` output steps and joined by the three normalised coordinates
 (x, y, t), so every output step is one point of a space-time grid ``(b, c, x, y, t)`` with t last:
 

@@ -22,19 +22,19 @@ GTB: ``x += DropPath(MHSA(LN x))``; ``x += DropPath(SwiGLU(LN x))``; ``x = LN(x)
 ``F.scaled_dot_product_attention`` (the reference uses a naive einsum); ``attn_dropout`` is the dropout after the
 output projection, as in the reference, not a dropout on the attention weights.
 
-Differences from the reference code (models.md §3.6):
+Differences from the reference code (docs/models.md §3.6):
 
 - Fac-S-T keeps the token order: the reference reshapes the final ``(b n) t d`` tensor as if it were ``(b t n)``.
 - The position code is a non-persistent buffer, rebuilt deterministically; the reference's ``nn.Parameter(...).view``
   drops it from the state_dict.
 - The patch vector is ``(p1 p2 c)`` both in the embedding and in the head (the reference reads its head output as
   ``(c p1 p2)``, a fixed permutation of the learned head that changes nothing but checkpoint layout).
-- Every GTB ends with its own LN (3 LNs per GTB, models.md §3.5). The reference's full and factorized variants
+- Every GTB ends with its own LN (3 LNs per GTB, docs/models.md §3.5). The reference's full and factorized variants
   build a whole stack of GTBs with one final LN; ``legacy_stack_norm=True`` reproduces that for parameter parity.
 
 Horizon: the position code is sized for ``T_in``, so one pass maps ``T_in`` frames to ``T_in`` frames. With
 ``T_out < T_in`` the output is truncated; with ``T_out > T_in`` the model is applied to its own output
-``T_out // T_in`` times plus a truncated remainder (chunked autoregression, models.md §2.3).
+``T_out // T_in`` times plus a truncated remainder (chunked autoregression, docs/models.md §2.3).
 
 Classification: with ``num_classes`` instead of ``out_frames`` the encoder tokens are averaged and fed to
 :class:`stpred.layers.ClassifierHead`, giving logits ``[B, num_classes]``.
@@ -325,7 +325,7 @@ class PredFormer(SpatioTemporalModel):
         ends = set(itertools.accumulate(stacks))
 
         self.embed = nn.Linear(patch_size * patch_size * c, dim, **fk)
-        # Deterministic, so it is rebuilt rather than stored: checkpoints stay free of it (models.md §3.6).
+        # Deterministic, so it is rebuilt rather than stored: checkpoints stay free of it (docs/models.md §3.6).
         code = sinusoidal_position_encoding(t_in * n, dim, device=device, dtype=dtype)
         self.register_buffer("pos_embed", rearrange(code, "(t n) d -> t n d", t=t_in), persistent=False)
         self.blocks = nn.ModuleList(

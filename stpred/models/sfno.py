@@ -29,7 +29,7 @@ The spectral bias ``[2 mx, 2 my, mt, 2]`` (shared by the output channels) is add
 inverse FFT is linear, it is applied as the equivalent physical-space field. FFTs run in float32 (float64 stays
 float64) with autocast off.
 
-Published FNO-data configuration (models.md §7.3): modes 12, modes_t 5, width 20, beta = 1e-2 and an FFN hidden
+Published FNO-data configuration (docs/models.md §7.3): modes 12, modes_t 5, width 20, beta = 1e-2 and an FFN hidden
 width of 128 (``ffn_hidden=128``, from an earlier torch-cfd default where ``channel_expansion`` was the hidden
 width itself) = 9,250,333 parameters; with today's ``channel_expansion=4`` (hidden 80) it is 9,242,461.
 """

@@ -8,7 +8,7 @@ reimplementation from the architecture description in ``docs/models.md`` §2.
 Layout: ``[B, T, C, H, W]`` in and out. Frames are encoded one by one, time is folded into the channels of the
 translator (``T * hid_S`` channels at ``H / 2^(N_S/2)``), and the decoder maps every latent frame back.
 
-Horizon (models.md §2.3): the published model maps ``T_in`` frames to ``T_in`` frames. With ``T_out < T_in`` the
+Horizon (docs/models.md §2.3): the published model maps ``T_in`` frames to ``T_in`` frames. With ``T_out < T_in`` the
 output is truncated; with ``T_out > T_in`` and ``rollout="chunked"`` the model is applied to its own output
 ``T_out // T_in`` times plus a truncated remainder (OpenSTL's autoregressive evaluation). ``rollout="direct"``
 (proposed, no published numbers) predicts ``T_out`` frames in a single pass: the translator's last 1x1 conv

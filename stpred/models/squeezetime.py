@@ -12,7 +12,7 @@ Layout: ``[B, T, C, H, W]`` in. The clip is squeezed **channel-major** into ``C 
        a stride-2 stage first applies a depth-wise 2x2/2 conv + BN)
     -> classification: global average pool -> Dropout(0.5) -> Linear(2048, num_classes)
 
-CTL (models.md §4.2), ``in -> out`` channels at stride 1:
+CTL (docs/models.md §4.2), ``in -> out`` channels at stride 1:
     ``p = sigmoid(conv1x1(ReLU(BN(conv1x1(GAP(x))))))`` (temporal importance; the hidden width equals the input
     width in the reference), ``branch1 = conv1x1(p * x)``, ``branch2 = conv3x3(x) * gate(p * x)`` with
     ``gate = sigmoid(conv3x3(ReLU(BN(conv7x7(ReLU(BN(conv3x3(.))) + pos_embed)))))`` on ``gate_channels`` (16), and a
@@ -23,7 +23,8 @@ At 400 classes, 16 frames, 224x224 the classifier has 28.7M parameters (publishe
 every stage's ``pos_embed`` to that stage's feature map for ``in_shape`` (56, 28, 14, 7 at 224, the published
 K400 setting); an explicit ``pos_dim`` that differs from the feature map is bilinearly resized at every call.
 
-Forecasting (**proposed**, models.md §4.4; no published numbers): with ``out_frames`` the same channel-major squeeze
+Forecasting (**proposed**, docs/models.md §4.4; no published numbers): with ``out_frames`` the same channel-major
+squeeze
 of ``T_in * C`` channels feeds a conv stem (the full-resolution skip), ``forecast_down`` depth-wise 2x2/2
 downsamplings, ``forecast_depth`` CTL Bottlenecks at ``forecast_hid`` channels as the translator, and a
 SimVP-style decoder (conv -> PixelShuffle(2) -> GroupNorm(2) -> SiLU per level, + skip, conv, 1x1 readout to

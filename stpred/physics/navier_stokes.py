@@ -1,6 +1,6 @@
 """Pseudo-spectral solver for 2-D incompressible Navier-Stokes in vorticity form, and its random initial conditions.
 
-The equation (data.md section 5.1), on the periodic unit torus with coordinates ``x1`` (rows, axis ``-2``) and
+The equation (docs/data.md section 5.1), on the periodic unit torus with coordinates ``x1`` (rows, axis ``-2``) and
 ``x2`` (columns, axis ``-1``)::
 
     dw/dt + u . grad(w) = nu * lap(w) + f,    u = (d psi/dx2, -d psi/dx1),    -lap(psi) = w
@@ -12,7 +12,7 @@ default, adds a corrector (the advection averaged over the start and the predict
 the whole step second order for one extra evaluation of the advection, and allows a 2x larger stable step with
 errors ~100x smaller (see :func:`default_dt`).
 
-Initial conditions are the FNO ``GaussianRF(dim=2, alpha=2.5, tau=7)`` draws (data.md section 5.2). Everything
+Initial conditions are the FNO ``GaussianRF(dim=2, alpha=2.5, tau=7)`` draws (docs/data.md section 5.2). Everything
 is batched over trajectories, runs on any torch device, in float32 or float64, on any grid size.
 
 Examples:

@@ -1,7 +1,7 @@
 """``ClassifyTask``: clip classification ``[B, T, C, H, W] -> [B, num_classes]`` with top-1/top-5 accuracy.
 
 Evaluation batches may carry several views of each clip, ``x: [B, V, T, C, H, W]`` (e.g. 10 clips x 3 crops):
-the class probabilities (softmax) are averaged over the views before the top-k (metrics.md §7), and the
+the class probabilities (softmax) are averaged over the views before the top-k (docs/metrics.md §7), and the
 validation/test loss is the negative log of the averaged probability of the true class (plain cross-entropy when
 V = 1). Training batches with views are folded into the batch, one sample per view.
 """

@@ -1,4 +1,4 @@
-"""Optimisers and schedules from plain config values (conventions.md §6).
+"""Optimisers and schedules from plain config values (docs/conventions.md §6).
 
 Per-step schedules (OneCycle) are stepped every optimiser step, per-epoch ones (cosine with warm-up, step decay)
 every epoch; each carries its Lightning ``interval``.

@@ -1,4 +1,4 @@
-"""Spectral-Refiner fine-tuning of a trained SFNO against the Navier-Stokes residual (models.md §7.4).
+"""Spectral-Refiner fine-tuning of a trained SFNO against the Navier-Stokes residual (docs/models.md §7.4).
 
 Cao et al., ICLR 2025, arXiv:2405.17211 (torch-cfd ``fno/finetune.py``, MIT); an independent reimplementation.
 For one input batch, in float64:
