@@ -54,9 +54,10 @@ def shared_data() -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
-    """One torch thread for the test: its batches are tiny and intra-op threads only contend on a shared CPU."""
+    """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``): its tensors are
+    tiny, and intra-op threads only contend on a shared, busy CPU."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

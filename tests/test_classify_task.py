@@ -22,12 +22,7 @@ TINY_LRCN = {"name": "lrcn", "kwargs": {"widths": [8, 16], "blocks": 1, "stem": 
 TINY_SIMVP = {"hid_S": 8, "hid_T": 16, "N_S": 2, "N_T": 2, "mlp_ratio": 2.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _metadata(in_shape=IN_SHAPE, num_classes=NUM_CLASSES) -> dict:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-
-
-def _cli(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+from _helpers import run_module
 
 
 @pytest.mark.parametrize(
@@ -23,7 +17,7 @@ def _cli(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
 )
 def test_train_config_mistakes_are_one_line_and_exit_2(tmp_path, args, needle):
     small = ["data.n_train=8", "data.n_val=4", "data.n_test=4", "data.resolution=16", "model.kwargs.modes=4"]
-    proc = _cli(
+    proc = run_module(
         "stpred.apps.train", *args, *small, f"data.root={tmp_path}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -44,7 +38,7 @@ def test_unknown_registry_name_is_one_clear_error():
 
 
 def test_eval_missing_checkpoint_is_one_line(tmp_path):
-    proc = _cli("stpred.apps.evaluate", f"ckpt_path={tmp_path / 'missing.ckpt'}", cwd=tmp_path)
+    proc = run_module("stpred.apps.evaluate", f"ckpt_path={tmp_path / 'missing.ckpt'}", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"stpred-eval: error: checkpoint not found: {tmp_path / 'missing.ckpt'} "

@@ -23,12 +23,7 @@ TINY = {"d_model": 16, "ssm_size": 8, "n_layers": 2, "widths": (8, 8, 16), "norm
 TINY_ONE_STAGE = {**TINY, "widths": (8, 16)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(in_shape=(6, 1, 32, 32), out_frames: int | None = 4, **kw) -> ConvS5:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from _helpers import run_module
 
 import stpred
 from stpred.apps.demo import main
@@ -267,12 +266,6 @@ def test_bad_views_is_one_line(classifier_ckpt, shared_data, capsys):
     assert "--views 2,2" in _one_error_line(capsys)
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "stpred.apps.demo", *args], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
-
-
 def test_missing_clip_is_named(classifier_ckpt, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--ckpt", str(classifier_ckpt), str(tmp_path / "missing_clip.mp4")])
@@ -285,7 +278,7 @@ def test_missing_clip_is_named(classifier_ckpt, tmp_path, capsys):
 
 
 def test_console_script_missing_checkpoint(tmp_path):
-    proc = _cli("--ckpt", str(tmp_path / "nope.ckpt"), "clip.mp4", cwd=tmp_path)
+    proc = run_module("stpred.apps.demo", "--ckpt", str(tmp_path / "nope.ckpt"), "clip.mp4", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"stpred-demo: error: checkpoint not found: {tmp_path / 'nope.ckpt'} "
@@ -306,7 +299,7 @@ def test_console_script_field_forecaster_points_to_stpred_forecast(shared_data, 
         "pde": True,
     }
     ckpt = _save_checkpoint(tmp_path / "ns.ckpt", "simvpv2", SIMVP_TINY, metadata)
-    proc = _cli("--ckpt", str(ckpt), str(shared_data / ARM_WRESTLING), cwd=tmp_path)
+    proc = run_module("stpred.apps.demo", "--ckpt", str(ckpt), str(shared_data / ARM_WRESTLING), cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "navier_stokes" in lines[0] and "use stpred-forecast" in lines[0], lines

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from _helpers import n_params
 
 from stpred import ConfigError, create_model
 from stpred.models.fno import FNO3d
@@ -17,23 +18,14 @@ from stpred.models.fno import FNO3d
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "fno3d.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("legacy_bn, expected", [(True, 6_558_537), (False, 6_558_537 - 160)])
 def test_published_parameter_count(legacy_bn: bool, expected: int) -> None:
     # 4 layers x 4 corners x (20*20*8^3) complex weights + lift 13*20+20 + 4 pointwise convs + projection (+ 4 BN).
     model = FNO3d(in_shape=(10, 1, 64, 64), out_frames=40, modes=8, width=20, legacy_bn=legacy_bn, device="meta")
-    assert _n_params(model) == expected
+    assert n_params(model) == expected
 
 
 def test_config_is_the_script_default() -> None:

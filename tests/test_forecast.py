@@ -9,8 +9,6 @@ forecast is checked against :meth:`Predictor.predict` on an input window the tes
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -20,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from _helpers import run_module
 from _hydra import compose_config
 
 import stpred
@@ -38,12 +37,7 @@ SMALL_FNO = {"modes": 4, "width": 8, "depth": 1}
 UK_LAST = np.datetime64("2019-03-31T23:00", "ns")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save_checkpoint(path: Path, name: str, kwargs: dict, meta: dict, **target: int) -> Path:
@@ -297,11 +291,6 @@ def test_a_classification_checkpoint_is_sent_to_stpred_demo(tmp_path, capsys):
     assert "classification checkpoint" in line and "stpred-demo" in line
 
 
-def _cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "stpred.apps.forecast", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120)
-
-
 @pytest.mark.parametrize("case", ["missing input", "corrupt checkpoint"])
 def test_console_errors_are_one_line_with_exit_code_2(uk_ckpt, uk_path, tmp_path, case):
     out = tmp_path / "kept.nc"
@@ -315,7 +304,7 @@ def test_console_errors_are_one_line_with_exit_code_2(uk_ckpt, uk_path, tmp_path
         ),
         "corrupt checkpoint": (["--ckpt", corrupt, uk_path, "--out", out], ["cannot read checkpoint", "corrupt.ckpt"]),
     }[case]
-    result = _cli(*args, cwd=tmp_path)
+    result = run_module("stpred.apps.forecast", *args, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("stpred-forecast: error: ") and all(n in lines[0] for n in needles), lines[0]

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from _helpers import n_params
 
 from stpred import ConfigError, create_model
 from stpred.models.lrcn import LRCN
@@ -17,16 +18,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "lrcn.yaml"
 TINY = {"widths": (8, 16), "blocks": 1, "stem": "small", "hidden": 16, "feature_dim": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_bn(model: torch.nn.Module) -> torch.nn.Module:
@@ -85,9 +77,9 @@ def test_classify_forward_backward_and_other_clip_lengths() -> None:
 
 def test_default_encoder_is_resnet18() -> None:
     model = LRCN(in_shape=(16, 3, 224, 224), num_classes=400, device="meta")
-    assert _n_params(model.encoder) == 11_176_512  # torchvision resnet18 without its fc (11,689,512 - 513,000)
-    assert _n_params(model.lstm) == 4 * 256 * (512 + 256) + 2 * 4 * 256
-    assert _n_params(model) == 11_176_512 + 788_480 + 256 * 400 + 400
+    assert n_params(model.encoder) == 11_176_512  # torchvision resnet18 without its fc (11,689,512 - 513,000)
+    assert n_params(model.lstm) == 4 * 256 * (512 + 256) + 2 * 4 * 256
+    assert n_params(model) == 11_176_512 + 788_480 + 256 * 400 + 400
 
 
 # --- forecasting (proposed) ---

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _helpers import n_params
 
 from stpred import ConfigError, create_model, list_models
 from stpred.checkpoint import load_predictor
@@ -55,13 +56,7 @@ CLASSIFIERS = ["convs5", "lrcn", "predformer", "simvpv2", "squeezetime"]
 CLASSIFY_EXTRA: dict[str, dict] = {"squeezetime": {"widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1]}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tiny models are too small to gain from intra-op threads, and on a shared CPU two threads contend badly.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(name: str, data: str, **extra) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -71,10 +66,6 @@ def _build(name: str, data: str, **extra) -> tuple[torch.nn.Module, torch.Tensor
     model = create_model(name, in_shape=in_shape, out_frames=out_frames, **{**TINY_KWARGS[name], **extra})
     x = torch.randn(2, *in_shape)
     return model, x
-
-
-def _n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def test_every_model_has_tiny_kwargs() -> None:
@@ -354,21 +345,21 @@ def test_fno_bf16_autocast() -> None:
 )
 def test_simvp_published_parameter_count(in_shape: tuple, kwargs: dict, published: float) -> None:
     model = SimVPv2(in_shape=in_shape, out_frames=in_shape[0], device="meta", **kwargs)
-    assert abs(_n_params(model) / published - 1) < 1e-3
+    assert abs(n_params(model) / published - 1) < 1e-3
 
 
 def test_simvp_exact_parameter_counts() -> None:
     # Derived counts (20d^2 + 175d per gSTA block plus the convs); recorded so a change is noticed.
-    assert _n_params(SimVPv2(in_shape=(10, 1, 64, 64), out_frames=10, device="meta")) == 46_769_665
+    assert n_params(SimVPv2(in_shape=(10, 1, 64, 64), out_frames=10, device="meta")) == 46_769_665
     small = {"hid_S": 32, "hid_T": 256, "N_S": 2, "N_T": 8}
-    assert _n_params(SimVPv2(in_shape=(4, 2, 32, 32), out_frames=4, device="meta", **small)) == 9_961_058
-    assert _n_params(SimVPv2(in_shape=(12, 1, 32, 64), out_frames=12, device="meta", **small)) == 12_758_305
+    assert n_params(SimVPv2(in_shape=(4, 2, 32, 32), out_frames=4, device="meta", **small)) == 9_961_058
+    assert n_params(SimVPv2(in_shape=(12, 1, 32, 64), out_frames=12, device="meta", **small)) == 12_758_305
 
 
 @pytest.mark.parametrize("legacy_bn, modes, expected", [(True, 8, 414_517), (False, 8, 414_357), (True, 12, 926_517)])
 def test_fno_published_parameter_count(legacy_bn: bool, modes: int, expected: int) -> None:
     model = FNO2d(in_shape=(10, 1, 64, 64), out_frames=10, modes=modes, width=20, legacy_bn=legacy_bn, device="meta")
-    assert _n_params(model) == expected
+    assert n_params(model) == expected
 
 
 # --- the shared base: keyword-only constructors, one input check, versions read by load_predictor ---

@@ -22,13 +22,7 @@ from stpred.physics.navier_stokes import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small batched FFTs gain nothing from threads, and OpenMP threads stall on a shared, busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from _helpers import n_params
 
 from stpred import ConfigError, create_model
 from stpred.layers import ClassifierHead
@@ -45,16 +46,7 @@ ARRANGEMENTS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(arrangement: str, in_shape=(4, 2, 32, 32), out_frames: int | None = None, **kw) -> PredFormer:
@@ -113,29 +105,29 @@ def test_arrangement_layout_stacks() -> None:
 )
 def test_published_parameter_counts(in_shape: tuple, kwargs: dict, expected: int) -> None:
     model = PredFormer(in_shape=in_shape, out_frames=in_shape[0], device="meta", **kwargs)
-    assert _n_params(model) == expected
+    assert n_params(model) == expected
 
 
 def test_gtb_parameter_formula() -> None:
     # qkv 3D*256 + out 256D + D + 3 LNs 6D + SwiGLU 2(DH + H) + HD + D (docs/models.md §3.5)
     for hidden, expected in ((1024, 1_052_672), (512, 658_432)):
-        assert _n_params(GatedTransformerBlock(256, mlp_hidden=hidden, device="meta")) == expected
+        assert n_params(GatedTransformerBlock(256, mlp_hidden=hidden, device="meta")) == expected
 
 
 def test_legacy_stack_norm_drops_all_but_the_last_ln_of_each_stack() -> None:
     kw = {"arrangement": "fac_ts", "n_units": 4, "patch_size": 4, "mlp_hidden": 512, "device": "meta"}
     legacy = PredFormer(in_shape=(12, 1, 32, 64), out_frames=12, legacy_stack_norm=True, **kw)
-    assert _n_params(legacy) == 5_276_432 - 6 * 2 * 256
+    assert n_params(legacy) == 5_276_432 - 6 * 2 * 256
     has_ln = [isinstance(b.norm3, torch.nn.LayerNorm) for b in legacy.blocks]
     assert has_ln == [False, False, False, True] * 2
     full = PredFormer(
         in_shape=(4, 2, 32, 32), out_frames=4, arrangement="full", n_units=8, patch_size=4, legacy_stack_norm=True
     )
-    assert _n_params(full) == 8_438_560 - 7 * 2 * 256
+    assert n_params(full) == 8_438_560 - 7 * 2 * 256
     units = PredFormer(
         in_shape=(4, 2, 32, 32), out_frames=4, arrangement="STS", n_units=2, patch_size=4, legacy_stack_norm=True
     )
-    assert _n_params(units) == 6_333_216
+    assert n_params(units) == 6_333_216
 
 
 # --- attention ---
@@ -411,7 +403,7 @@ def test_experiment_is_the_published_recipe(experiment: str) -> None:
     model = create_model(
         "predformer", in_shape=SHAPES[data], out_frames=SHAPES[data][0], device="meta", **cfg["model"]["kwargs"]
     )
-    assert _n_params(model) == params
+    assert n_params(model) == params
     assert {k: cfg["optim"][k] for k in optim} == optim and cfg["optim"]["weight_decay"] == 1e-2
     assert cfg["data"]["batch_size"] == 16 and cfg["trainer"]["max_epochs"] == epochs
 
@@ -426,4 +418,4 @@ def test_experiment_composes(experiment: str, tmp_path: Path) -> None:
     assert {k: cfg.optim[k] for k in RECIPES[experiment][2]} == RECIPES[experiment][2]
     in_shape = SHAPES[data]
     model = create_model("predformer", in_shape=in_shape, out_frames=in_shape[0], device="meta", **cfg.model.kwargs)
-    assert _n_params(model) == RECIPES[experiment][1]
+    assert n_params(model) == RECIPES[experiment][1]

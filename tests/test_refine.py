@@ -21,12 +21,7 @@ F64 = torch.float64
 TWO_PI = 2 * math.pi
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def grid(nx: int, ny: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from _helpers import n_params
 
 from stpred import ConfigError, create_model
 from stpred.models.sfno import SFNO, SpectralConvT, space_time_encoding
@@ -19,16 +20,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "sfno.yaml"
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(in_shape=(10, 1, 16, 16), out_frames=10, **kw) -> SFNO:
@@ -43,7 +35,7 @@ def test_published_fno_data_configuration_count() -> None:
     kw = cfg["kwargs"]
     assert (kw["modes"], kw["modes_t"], kw["width"], kw["beta"]) == (12, 5, 20, 1e-2)
     model = create_model("sfno", in_shape=(10, 1, 64, 64), out_frames=40, device="meta", **kw)
-    assert _n_params(model) == 9_250_333
+    assert n_params(model) == 9_250_333
 
 
 def test_derived_count_with_default_ffn() -> None:
@@ -52,7 +44,7 @@ def test_derived_count_with_default_ffn() -> None:
     spec, ffn, head = 4 * 400 * 576 * 5 * 2, 4 * (20 * 80 + 80 + 80 * 20 + 20), 2 * 576 * 5 * 2
     expected = spec + ffn + 40 + 420 + 3 * 420 + 21 + head
     model = SFNO(in_shape=(10, 1, 64, 64), out_frames=40, modes=12, modes_t=5, width=20, device="meta")
-    assert _n_params(model) == expected == 9_242_461
+    assert n_params(model) == expected == 9_242_461
 
 
 # -- the forward pass from the equations ----------------------------------------------------------------------------

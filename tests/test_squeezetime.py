@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from _helpers import n_params
 from torch.utils.flop_counter import FlopCounterMode
 
 from stpred import ConfigError, create_model
@@ -19,16 +20,7 @@ TINY_CLS = {"depths": (1, 1, 2, 1), "widths": (8, 8, 16, 16), "gate_channels": 4
 TINY_FC = {"forecast_hid": 8, "forecast_depth": 2, "forecast_down": 2, "gate_channels": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- published size (K400: 16 x 224 x 224, 400 classes) ---
@@ -36,12 +28,12 @@ def _n_params(module: torch.nn.Module) -> int:
 
 def test_published_parameter_count_and_flops() -> None:
     model = SqueezeTime(in_shape=(16, 3, 224, 224), num_classes=400, device="meta").eval()
-    backbone = _n_params(model) - _n_params(model.head)
+    backbone = n_params(model) - n_params(model.head)
     # The published 28.7M is the backbone that the reference's own count measures (its ResNet has no classifier);
     # the 400-class head adds 2048 * 400 + 400.
     assert abs(backbone / 28.7e6 - 1) < 0.01
     assert backbone == 28_887_088
-    assert _n_params(model) == 28_887_088 + 819_600
+    assert n_params(model) == 28_887_088 + 819_600
     assert model.head.fc.in_features == 2048 and model.head.drop.p == 0.5
     with FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 16, 3, 224, 224, device="meta"))
@@ -54,7 +46,7 @@ def test_pos_dim_defaults_to_the_stage_sizes() -> None:
     sizes = [tuple(stage[0].ctl.interaction.pos_embed.shape) for stage in model.stages]
     assert sizes == [(1, 16, 56, 56), (1, 16, 28, 28), (1, 16, 14, 14), (1, 16, 7, 7)]
     explicit = SqueezeTime(in_shape=(16, 3, 224, 224), num_classes=400, pos_dim=[56, 28, 14, 7], device="meta")
-    assert _n_params(explicit) == _n_params(model)
+    assert n_params(explicit) == n_params(model)
     odd = SqueezeTime(in_shape=(8, 3, 100, 60), num_classes=5, device="meta", **TINY_CLS)
     # conv5x5/2 and maxpool/2 round up (100 -> 50 -> 25, 60 -> 30 -> 15); DW 2x2/2 rounds down.
     assert [tuple(s[0].ctl.interaction.pos_embed.shape[-2:]) for s in odd.stages] == [(25, 15), (12, 7), (6, 3), (3, 1)]

@@ -10,30 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import TINY_QUICKSTART
 from _hydra import compose_config
 
 import stpred
 from stpred.apps.evaluate import evaluate
 from stpred.apps.train import train
 
-TINY_DATA = [
-    "experiment=quickstart",
-    "data.resolution=16",
-    "data.n_train=24",
-    "data.n_val=8",
-    "data.n_test=8",
-    "data.t_in=4",
-    "data.t_out=3",
-    "data.batch_size=4",
-    "optim.scheduler=none",
-    "optim.lr=1e-2",
-    "data.progress=false",
-    "model.kwargs.modes=4",
-    "model.kwargs.width=8",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-]
+TINY_DATA = TINY_QUICKSTART
 
 
 @pytest.fixture(scope="module")

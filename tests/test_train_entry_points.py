@@ -5,42 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _helpers import TINY_QUICKSTART, run_module
 
 import stpred
 
-TINY = [
-    "experiment=quickstart",
-    "data.resolution=16",
-    "data.n_train=24",
-    "data.n_val=8",
-    "data.n_test=8",
-    "data.t_in=4",
-    "data.t_out=3",
-    "data.batch_size=4",
-    "data.progress=false",
-    "model.kwargs.modes=4",
-    "model.kwargs.width=8",
-    "optim.scheduler=none",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-]
-
-
-def _script(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
-
-
-def _run_cli(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([_script(name), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+TINY = [*TINY_QUICKSTART, "trainer.max_epochs=1"]
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +43,9 @@ def test_default_run_folder_is_named_after_the_data_config(tmp_path):
 
 
 def test_sweep_writes_a_summary_of_every_run(tmp_path, ns_root):
-    result = _run_cli(
-        "stpred-train",
-        ["-m", *TINY, f"data.root={ns_root}", "trainer.limit_train_batches=2", "seed=1,2", "logger=tensorboard"],
+    result = run_module(
+        "stpred.apps.train",
+        *["-m", *TINY, f"data.root={ns_root}", "trainer.limit_train_batches=2", "seed=1,2", "logger=tensorboard"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -94,9 +66,9 @@ def test_sweep_writes_a_summary_of_every_run(tmp_path, ns_root):
 def test_eval_takes_a_data_override(tmp_path, ns_root):
     run = stpred.train(*TINY, f"data.root={ns_root}", output_dir=tmp_path / "run")
     data = [o.replace("experiment=quickstart", "data=navier_stokes") for o in TINY if o.startswith(("data", "exp"))]
-    result = _run_cli(
-        "stpred-eval",
-        [f"ckpt_path={run.checkpoint}", *data, f"data.root={ns_root}", "trainer.enable_progress_bar=false"],
+    result = run_module(
+        "stpred.apps.evaluate",
+        *[f"ckpt_path={run.checkpoint}", *data, f"data.root={ns_root}", "trainer.enable_progress_bar=false"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
