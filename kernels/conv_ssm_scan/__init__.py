@@ -226,7 +226,96 @@ def conv_ssm_scan_planar_torch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The fast PyTorch path of :func:`conv_ssm_scan_planar` (same arguments, no dispatch)."""
     _check_planar(lam_bar, bu, x0)
+    if torch.compiler.is_compiling():
+        return _scan_compiled(lam_bar, bu, x0, use_triton=False)
     return _scan_torch(lam_bar, bu, x0, inplace)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Under torch.compile: the scan as one opaque custom op (out of place), so Dynamo neither traces the per-step loop
+# nor meets the in-place aliasing above, and Inductor calls it as an extern kernel.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _compiled_xs_dtype(bu_dtype: torch.dtype, use_triton: bool) -> torch.dtype:
+    # The Triton launcher stores xs in bu's dtype (as its eager autograd function saves it); the PyTorch path keeps
+    # the states in the state dtype, so dΛ̄ is accumulated from float32 states for bf16 inputs as in eager.
+    return bu_dtype if use_triton else _state_dtype(bu_dtype)
+
+
+@torch.library.custom_op("stpred::conv_ssm_scan_planar", mutates_args=())
+def _scan_op(
+    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None, use_triton: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(xs [B, L, 2, P, H, W], x_last [B, 2, P, H, W])``; xs in :func:`_compiled_xs_dtype`, new storage."""
+    if use_triton:
+        from stpred.kernels.conv_ssm_scan.triton import conv_ssm_scan_fwd
+
+        return conv_ssm_scan_fwd(lam_bar, bu, x0)
+    dtype = _state_dtype(bu.dtype)
+    ar, ai = _gate(lam_bar, dtype)
+    xs = _scan_fwd_torch(ar, ai, bu.to(dtype), None if x0 is None else x0.to(dtype))
+    return xs, xs[:, -1].clone()
+
+
+@_scan_op.register_fake
+def _scan_op_fake(lam_bar, bu, x0, use_triton):
+    b, _, _, p, h, w = bu.shape
+    xs = bu.new_empty(bu.shape, dtype=_compiled_xs_dtype(bu.dtype, use_triton))
+    return xs, bu.new_empty((b, 2, p, h, w), dtype=_state_dtype(bu.dtype))
+
+
+@torch.library.custom_op("stpred::conv_ssm_scan_planar_backward", mutates_args=())
+def _scan_backward_op(
+    lam_bar: torch.Tensor,
+    g: torch.Tensor,
+    g_last: torch.Tensor | None,
+    xs: torch.Tensor,
+    x0: torch.Tensor | None,
+    use_triton: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dbu [B, L, 2, P, H, W] in xs's dtype, dlam_bar [P, 2], dx0 [B, 2, P, H, W] or an empty tensor)``."""
+    g = g.to(xs.dtype)
+    if use_triton:
+        from stpred.kernels.conv_ssm_scan.triton import conv_ssm_scan_bwd
+
+        dbu, da, dx0 = conv_ssm_scan_bwd(lam_bar, g, g_last, xs, x0)
+    else:
+        dtype = xs.dtype
+        ar, ai = _gate(lam_bar, dtype)
+        g_last = None if g_last is None else g_last.to(dtype)
+        dbu, da, dx0 = _scan_bwd_torch(ar, ai, g, g_last, xs, None if x0 is None else x0.to(dtype))
+    dx0 = xs.new_empty(0) if dx0 is None else dx0.to(x0.dtype).contiguous()
+    return dbu.contiguous(), da.to(lam_bar.dtype).contiguous(), dx0
+
+
+@_scan_backward_op.register_fake
+def _scan_backward_op_fake(lam_bar, g, g_last, xs, x0, use_triton):
+    dx0 = xs.new_empty(0) if x0 is None else torch.empty_like(x0, memory_format=torch.contiguous_format)
+    return xs.new_empty(xs.shape), lam_bar.new_empty(lam_bar.shape), dx0
+
+
+def _scan_op_setup_context(ctx, inputs, output) -> None:
+    lam_bar, _, x0, use_triton = inputs
+    ctx.save_for_backward(lam_bar, output[0], x0)
+    ctx.use_triton = use_triton
+
+
+def _scan_op_backward(ctx, g_xs: torch.Tensor | None, g_last: torch.Tensor | None):
+    lam_bar, xs, x0 = ctx.saved_tensors
+    g = torch.zeros_like(xs) if g_xs is None else g_xs
+    dbu, da, dx0 = _scan_backward_op(lam_bar, g, g_last, xs, x0, ctx.use_triton)
+    return da, dbu, None if x0 is None else dx0, None
+
+
+_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup_context)
+
+
+def _scan_compiled(
+    lam_bar: torch.Tensor, bu: torch.Tensor, x0: torch.Tensor | None, use_triton: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, x_last = _scan_op(lam_bar, bu, x0, use_triton)
+    return xs.to(bu.dtype), x_last
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,7 +345,8 @@ def conv_ssm_scan_planar(
             and an ``xs`` whose single consumer allocates its gradient (ConvSSM: the B-conv output in, the C conv
             out); never pass your own ``grad_outputs`` for such an ``xs``. Results are bitwise those of
             ``inplace=False`` on the same path; a bf16/fp16 or non-contiguous ``bu``, or a leaf that requires
-            grad, is scanned out of place.
+            grad, is scanned out of place. Under ``torch.compile`` the scan is one opaque custom op
+            (``stpred::conv_ssm_scan_planar``, with its backward op) and always runs out of place.
 
     Returns:
         ``(xs, x_last)``: ``xs [B, L, 2, P, H, W]`` in ``bu``'s dtype and ``x_last [B, 2, P, H, W]`` in the
@@ -281,6 +371,8 @@ def conv_ssm_scan_planar(
         if impl == "triton":
             raise ValueError("the Triton scan computes in float32; use impl='torch' for float64 inputs")
         chosen = "torch"
+    if torch.compiler.is_compiling():
+        return _scan_compiled(lam_bar, bu, x0, use_triton=chosen == "triton")
     return _scan_torch(lam_bar, bu, x0, inplace, use_triton=chosen == "triton")
 
 

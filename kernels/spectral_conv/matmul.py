@@ -274,13 +274,21 @@ _CALL_OVERHEAD_S = 20e-6
 MATMUL_MARGIN = 0.85
 
 
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
 def estimate_seconds(
     path: str, batch: int, c_in: int, c_out: int, grid: tuple[int, ...], modes: tuple[int, ...], n_out: int
 ) -> float:
     """Modelled CPU forward time of ``path`` (``"rfft"`` or ``"matmul"``) in float32, excluding the mixing GEMM
     that both paths share."""
+    # Plain int loops (no generators): under torch.compile Dynamo folds this whole model into constants.
     l_in, l_out = batch * c_in, batch * c_out
-    p = math.prod(grid[:-1])
+    p = _prod(grid[:-1])
     n, m = grid[-1], modes[-1]
     if path == "rfft":
         flops = 2.5 * (l_in * p * n * math.log2(max(p * n, 2)) + l_out * p * n_out * math.log2(max(p * n_out, 2)))
@@ -290,14 +298,13 @@ def estimate_seconds(
     if path != "matmul":
         raise ValueError(f"unknown path '{path}'")
     flops = 4.0 * m * p * (l_in * n + l_out * n_out)
-    full = list(zip(grid[:-1], [2 * k for k in modes[:-1]]))
-    for axis, (na, ka) in enumerate(full):
-        pre = math.prod(nb for nb, _ in full[:axis])
-        post = math.prod(kb for _, kb in full[axis + 1 :])
-        flops += 8.0 * (l_in + l_out) * m * pre * post * na * ka
+    full_n, full_k = grid[:-1], [2 * k for k in modes[:-1]]
+    for axis in range(len(full_n)):
+        pre, post = _prod(full_n[:axis]), _prod(full_k[axis + 1 :])
+        flops += 8.0 * (l_in + l_out) * m * pre * post * full_n[axis] * full_k[axis]
     spectra = 3 * (l_in + l_out) * p * m * 8
     io = (l_in * p * n + l_out * p * n_out) * 4
-    return flops / _GEMM_FLOPS_PER_S + (spectra + io) / _BYTES_PER_S + (4 + 2 * len(full)) * _CALL_OVERHEAD_S
+    return flops / _GEMM_FLOPS_PER_S + (spectra + io) / _BYTES_PER_S + (4 + 2 * len(full_n)) * _CALL_OVERHEAD_S
 
 
 def prefer_matmul(batch: int, c_in: int, c_out: int, grid: tuple[int, ...], modes: tuple[int, ...], n_out: int) -> bool:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stpred.errors import check
-from stpred.kernels.conv_ssm_scan import conv_ssm_scan_planar, conv_ssm_step_planar
+from stpred.kernels.conv_ssm_scan import IMPLS, conv_ssm_scan_planar, conv_ssm_step_planar
 
 __all__ = ["ConvSSM", "hippo_legs_blocks"]
 
@@ -87,7 +87,7 @@ class ConvSSM(nn.Module):
         clip_eigs: clip Re Λ at -1e-4 so that ``|Λ̄| < 1``.
         activation: ``"gelu" | "gelu_tanh" | "relu" | "silu" | "elu" | "tanh"``.
         norm_groups: GroupNorm groups; must divide d_model.
-        impl: scan implementation, ``"auto" | "triton" | "torch"``.
+        impl: scan implementation, one of :data:`stpred.kernels.conv_ssm_scan.IMPLS`.
         device: parameter device. dtype: parameter dtype (real floating).
 
     Examples:
@@ -125,7 +125,7 @@ class ConvSSM(nn.Module):
             isinstance(norm_groups, int) and norm_groups >= 1 and d_model % norm_groups == 0,
             f"ConvSSM: norm_groups={norm_groups} must be a positive divisor of d_model={d_model}",
         )
-        check(impl in ("auto", "triton", "torch"), f"ConvSSM: impl must be 'auto', 'triton' or 'torch', got {impl!r}")
+        check(impl in IMPLS, f"ConvSSM: impl must be one of {'|'.join(IMPLS)}, got {impl!r}")
         check(
             dtype is None or (dtype.is_floating_point and not dtype.is_complex),
             f"ConvSSM: dtype must be a real floating dtype, got {dtype}",
@@ -198,9 +198,10 @@ class ConvSSM(nn.Module):
 
     def _discretized(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Λ̄, B̄ and C weights; cached for generation, recomputed whenever autograd needs them or a parameter
-        changed (keyed on each core parameter's version counter and storage)."""
+        changed (keyed on each core parameter's version counter and storage). Never cached under ``torch.compile``:
+        the key reads data pointers, which Dynamo cannot trace, and the compiled graph recomputes them cheaply."""
         core = (self.lambda_re, self.lambda_im, self.log_step, self.b_tilde, self.c_tilde)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in core):
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(t.requires_grad for t in core)):
             return self.discretize()
         key = (self.clip_eigs,) + tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in core)
         if self._cache is None or self._cache[0] != key:
