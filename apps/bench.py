@@ -9,6 +9,7 @@ Commands:
     stpred-bench models --experiments quickstart,ns_fno2d --batch 8
     stpred-bench generation                   # ConvS5 time per generated frame at frames 10, 100, 400
     stpred-bench generation --published       # at the published size (d_model 256, 8 layers)
+    stpred-bench gpu --doc docs/benchmarks.md # one CUDA GPU: CUDA tests, then every table into the doc (make gpu-check)
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ __all__ = ["main", "kernel_rows", "model_rows", "to_markdown"]
 
 COLUMNS = ("op", "shape", "impl", "fwd_ms", "fwd_bwd_ms", "gbps", "pct_copy_bw", "pct_copy_fwd", "pct_copy_bwd",
            "tflops", "speedup")  # fmt: skip
-MODEL_COLUMNS = ("experiment", "model", "params", "shape", "batch", "train_samples_per_s", "infer_sequences_per_s")
+MODEL_COLUMNS = ("experiment", "model", "params", "shape", "batch", "mode", "train_samples_per_s",
+                 "infer_sequences_per_s", "peak_mem_mb")  # fmt: skip
+#: How ``model_rows`` runs a model: plain float32, bf16 autocast (``bf16-mixed``), or ``torch.compile``d float32.
+MODEL_MODES = ("fp32", "bf16-mixed", "compiled")
 GENERATION_COLUMNS = ("model", "config", "params", "batch", "context", "frame", "ms_per_frame", "vs_first")
 DEFAULT_EXPERIMENTS = ("mmnist_simvpv2", "ns_fno2d", "quickstart")
 
@@ -59,57 +63,84 @@ def preset(experiment: str, overrides: tuple[str, ...] = ()) -> tuple[DictConfig
     return cfg, tuple(int(v) for v in shapes.in_shape), shapes.target()
 
 
-def _throughput_ms(model, x, y, steps: int, device: str) -> tuple[float, float]:
+def _throughput_ms(model, x, y, steps: int, device: str, bf16: bool = False) -> tuple[float, float]:
     """Median ms of one training step (forward, backward, Adam) and of one no-grad forward."""
+    import contextlib
+
     import torch
 
     from stpred.kernels import median_ms
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
     loss_fn = torch.nn.functional.cross_entropy if y.dtype == torch.long else torch.nn.functional.mse_loss
+    device_type = torch.device(device).type
+
+    def autocast():
+        return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with autocast():
+            loss = loss_fn(model(x).float(), y)
+        loss.backward()
         opt.step()
 
+    def infer() -> None:
+        with autocast():
+            model(x)
+
     model.train()
-    train_ms = median_ms(train_step, device, warmup=1, iters=steps)
+    train_ms = median_ms(train_step, device, warmup=2, iters=steps)
     model.eval()
     with torch.no_grad():
-        infer_ms = median_ms(lambda: model(x), device, warmup=1, iters=steps)
+        infer_ms = median_ms(infer, device, warmup=2, iters=steps)
     return train_ms, infer_ms
 
 
-def model_rows(experiments: list[str], batch: int, steps: int, device: str) -> list[dict[str, Any]]:
-    """Training and inference throughput of each preset's model on random data (data loading excluded)."""
+def model_rows(
+    experiments: list[str], batch: int, steps: int, device: str, modes: tuple[str, ...] = ("fp32",)
+) -> list[dict[str, Any]]:
+    """Training and inference throughput of each preset's model on random data (data loading excluded), in each of
+    ``modes`` (:data:`MODEL_MODES`), with the peak device memory on CUDA."""
     import torch
 
+    from stpred.errors import UserError
     from stpred.registry import create_model_from_config
 
+    unknown = sorted(set(modes) - set(MODEL_MODES))
+    if unknown:
+        raise UserError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODEL_MODES)}")
+    cuda = device.startswith("cuda")
     rows = []
     for experiment in experiments:
         cfg, in_shape, target = preset(experiment)
         name = cfg.model.name
-        model = create_model_from_config(OmegaConf.to_container(cfg.model), in_shape, **target).to(device)
-        x = torch.randn(batch, *in_shape, device=device)
-        if "num_classes" in target:
-            y = torch.randint(target["num_classes"], (batch,), device=device)
-        else:
-            y = torch.randn(batch, target["out_frames"], *in_shape[1:], device=device)
-        train_ms, infer_ms = _throughput_ms(model, x, y, steps, device)
-        rows.append(
-            {
-                "experiment": experiment,
-                "model": name,
-                "params": sum(p.numel() for p in model.parameters()),
-                "shape": f"{list(in_shape)}->{next(iter(target.values()))}",
-                "batch": batch,
-                "train_samples_per_s": batch / (train_ms * 1e-3),
-                "infer_sequences_per_s": batch / (infer_ms * 1e-3),
-            }
-        )
+        for mode in modes:
+            model = create_model_from_config(OmegaConf.to_container(cfg.model), in_shape, **target).to(device)
+            n_params = sum(p.numel() for p in model.parameters())
+            net = torch.compile(model) if mode == "compiled" else model
+            x = torch.randn(batch, *in_shape, device=device)
+            if "num_classes" in target:
+                y = torch.randint(target["num_classes"], (batch,), device=device)
+            else:
+                y = torch.randn(batch, target["out_frames"], *in_shape[1:], device=device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            train_ms, infer_ms = _throughput_ms(net, x, y, steps, device, bf16=mode == "bf16-mixed")
+            rows.append(
+                {
+                    "experiment": experiment,
+                    "model": name,
+                    "params": n_params,
+                    "shape": f"{list(in_shape)}->{next(iter(target.values()))}",
+                    "batch": batch,
+                    "mode": mode,
+                    "train_samples_per_s": batch / (train_ms * 1e-3),
+                    "infer_sequences_per_s": batch / (infer_ms * 1e-3),
+                    "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
+                }
+            )
+            del model, net
     return rows
 
 
@@ -167,19 +198,33 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     m.add_argument("--batch", type=int, default=4)
     m.add_argument("--steps", type=int, default=5, help="timed steps (median)")
     m.add_argument("--device", default="auto")
+    m.add_argument("--modes", default="fp32", help=f"comma-separated, of {','.join(MODEL_MODES)}")
     m.add_argument("--out", default="bench", help="folder for models.md and models.csv")
     g = sub.add_parser("generation", help="ConvS5 time per generated frame at several horizons")
     g.add_argument("--frames", default="10,100,400", help="comma-separated horizons")
     g.add_argument("--published", action="store_true", help="the published size instead of the CPU config")
     g.add_argument("--device", default="auto")
     g.add_argument("--out", default="bench", help="folder for generation.md and generation.csv")
-    return parser.parse_args(argv)
+    u = sub.add_parser("gpu", help="on one CUDA GPU: the CUDA tests, then the kernel, model and generation tables")
+    u.add_argument("--doc", default="docs/benchmarks.md", help="markdown file that receives the device's section")
+    u.add_argument("--experiments", default=",".join(DEFAULT_EXPERIMENTS), help="comma-separated presets")
+    u.add_argument("--batch", type=int, default=16)
+    u.add_argument("--steps", type=int, default=10, help="timed steps (median)")
+    u.add_argument("--test-timeout", type=float, default=200, help="seconds for the CUDA tests")
+    args = parser.parse_args(argv)
+    for key in ("batch", "steps"):
+        if getattr(args, key, 1) < 1:
+            parser.error(f"--{key} must be at least 1, got {getattr(args, key)}")
+    return args
 
 
 def _run(argv: list[str] | None = None) -> None:
     import torch
 
     args = _parse(argv)
+    if args.what == "gpu":
+        _gpu_check(args)
+        return
     device = resolve_device(args.device)
     name = args.what
     if args.what == "kernels" and args.compile_only:
@@ -190,8 +235,9 @@ def _run(argv: list[str] | None = None) -> None:
         title = f"Kernels on {device_name(device)} (torch {torch.__version__}{', quick' if args.quick else ''})"
     elif args.what == "models":
         experiments = [e for e in args.experiments.split(",") if e]
-        rows, columns = model_rows(experiments, args.batch, args.steps, device), MODEL_COLUMNS
-        title = f"Model throughput on {device_name(device)} (torch {torch.__version__}, float32)"
+        modes = tuple(m for m in args.modes.split(",") if m)
+        rows, columns = model_rows(experiments, args.batch, args.steps, device, modes), MODEL_COLUMNS
+        title = f"Model throughput on {device_name(device)} (torch {torch.__version__}, {', '.join(modes)})"
     else:
         from stpred.apps._bench_generation import run as generation_rows
 
@@ -209,6 +255,46 @@ def _run(argv: list[str] | None = None) -> None:
         writer.writerows(rows)
     print(markdown)
     print(f"written: {out / (name + '.md')}, {out / (name + '.csv')}")
+
+
+def _gpu_check(args: argparse.Namespace) -> None:
+    """``make gpu-check``: CUDA tests, copy bandwidth, kernel, model and generation tables, into ``args.doc``."""
+    import time
+
+    import torch
+
+    from stpred.apps._bench_generation import run as generation_rows
+    from stpred.apps._gpu_check import run_cuda_tests, write_device_section
+    from stpred.errors import UserError
+    from stpred.kernels import copy_bandwidth_gbps
+
+    if not torch.cuda.is_available():
+        raise UserError("stpred-bench gpu needs a CUDA device and none is visible; run it on a GPU machine")
+    device, started = "cuda", time.perf_counter()
+    name = device_name(device)
+    repo = Path.cwd()
+    passed, test_line = run_cuda_tests(repo, args.test_timeout)
+    print(f"CUDA tests: {test_line}")
+    copy = copy_bandwidth_gbps(device)
+    print(f"copy bandwidth: {copy:.0f} GB/s")
+    sections = [
+        f"Measured with `stpred-bench gpu` (torch {torch.__version__}); CUDA tests: {test_line}"
+        f"{'' if passed else ' **(FAILED)**'}; device-to-device copy bandwidth {copy:.0f} GB/s.",
+        to_markdown(kernel_rows(device, quick=False), f"Kernels on {name}"),
+    ]
+    experiments = [e for e in args.experiments.split(",") if e]
+    models = model_rows(experiments, args.batch, args.steps, device, MODEL_MODES)
+    sections.append(to_markdown(models, f"Model throughput on {name} (batch {args.batch})", MODEL_COLUMNS))
+    published = {"d_model": 256, "ssm_size": 256, "n_layers": 8}
+    generation = generation_rows(device, [10, 100, 400], **published)
+    sections.append(to_markdown(generation, f"ConvS5 generation per frame on {name} (published size)",
+                                GENERATION_COLUMNS))  # fmt: skip
+    doc = Path(args.doc)
+    write_device_section(doc, name, "\n\n".join(sections))
+    print("\n\n".join(sections))
+    print(f"written: {doc} (section '## GPU: {name}'), {time.perf_counter() - started:.0f} s in all")
+    if not passed:
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,13 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def run_module(module: str, *args: str | Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m <module> <args>`` (a console script's module) in ``cwd``; text output captured."""
+def run_module(
+    module: str, *args: str | Path, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> <args>`` (a console script's module) in ``cwd``; text output captured.
+
+    ``env`` entries are added to this process's environment.
+    """
     command = [sys.executable, "-m", module, *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=full_env)
