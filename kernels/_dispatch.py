@@ -31,9 +31,15 @@ def get_backend() -> str:
     return _backend
 
 
-@functools.cache
+# Marked constant so that torch.compile calls it at trace time instead of tracing the cached import probe.
+@torch.compiler.assume_constant_result
 def has_triton() -> bool:
     """Whether the ``triton`` package can be imported (it need not have a GPU)."""
+    return _probe_triton()
+
+
+@functools.cache
+def _probe_triton() -> bool:
     if importlib.util.find_spec("triton") is None:
         return False
     try:

@@ -13,6 +13,9 @@ float64 always runs on the rfft reference unless ``"matmul"`` is asked for (``tl
 Spectral-Refiner fine-tuning runs untruncated grids where the FFT is cheaper). bfloat16/float16 inputs are computed
 in float32 (on Triton: bfloat16 ``tl.dot`` operands, float32 accumulation) and the result cast back. float32 on
 Triton uses TF32 tensor cores on CUDA unless ``precision`` says otherwise (README "Precision").
+
+Under ``torch.compile`` the dispatch is traced (shapes are static there, so the cost model folds to a constant);
+rfft and matmul are traced as PyTorch code and Triton runs as the custom op ``stpred::spectral_conv_triton``.
 """
 
 from __future__ import annotations
@@ -78,6 +81,101 @@ def default_precision(x: torch.Tensor) -> str:
     return "tf32" if x.is_cuda else "ieee"
 
 
+# Under torch.compile the Triton path is one opaque custom op (Dynamo does not trace the launchers), returning its
+# backward's residuals (the kept-mode spectrum of x and the packed weight) as extra outputs; rfft and matmul are
+# plain PyTorch and are traced as they are.
+
+
+@torch.library.custom_op("stpred::spectral_conv_triton", mutates_args=())
+def _triton_op(
+    x: torch.Tensor, weight: torch.Tensor, n_out: int, norm: str, precision: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float32 ``x [B, C_in, *grid]`` -> ``(y [B, C_out, *grid[:-1], n_out], xs [K, 2, B*C_in],
+    wp [K, 2, C_in, C_out])``."""
+    from stpred.kernels.spectral_conv import triton as tr
+
+    modes, _ = check_modes(x, weight, n_out, norm, spatial_dims=x.dim() - 2)
+    b, grid, c_out = x.shape[0], tuple(x.shape[2:]), weight.shape[1]
+    bases = tr._bases(grid, modes, n_out, norm, x.device)
+    xs = tr.analysis(x, *bases["fwd"], precision)
+    wp = tr.packed_weight(weight).clone()  # the packing cache's tensor must not escape as a graph output
+    ys = tr.mix(xs, wp, b, precision)
+    y = tr.synthesis(ys, *bases["inv"], (b, c_out, *grid[:-1], n_out), precision)
+    return y, xs, wp
+
+
+@_triton_op.register_fake
+def _triton_op_fake(x, weight, n_out, norm, precision):
+    (b, c_in), (_, c_out) = x.shape[:2], weight.shape[:2]
+    k = 1
+    for m in weight.shape[2:-1]:
+        k *= m
+    y = x.new_empty((b, c_out, *x.shape[2:-1], n_out))
+    return y, x.new_empty((k, 2, b * c_in)), x.new_empty((k, 2, c_in, c_out))
+
+
+@torch.library.custom_op("stpred::spectral_conv_triton_backward", mutates_args=())
+def _triton_backward_op(
+    gy: torch.Tensor,
+    xs: torch.Tensor,
+    wp: torch.Tensor,
+    x_shape: list[int],
+    weight_shape: list[int],
+    norm: str,
+    precision: str,
+    need_x: bool,
+    need_w: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dx [x_shape], dweight [weight_shape])``; an empty tensor for a gradient that is not needed."""
+    from stpred.kernels.spectral_conv import triton as tr
+
+    b, c_in, grid = x_shape[0], x_shape[1], tuple(x_shape[2:])
+    modes = tuple(w // 2 for w in weight_shape[2:-2]) + (weight_shape[-2],)
+    bases = tr._bases(grid, modes, gy.shape[-1], norm, gy.device)
+    gys = tr.analysis(gy.contiguous(), *bases["inv_adj"], precision)
+    gxs, gwp = tr.mix_backward(gys, xs, wp, b, need_x, need_w, precision)
+    gx = tr.synthesis(gxs, *bases["fwd_adj"], (b, c_in, *grid), precision) if need_x else gy.new_empty(0)
+    gw = gy.new_empty(0)
+    if need_w:
+        gw = gwp.permute(2, 3, 0, 1).reshape(*weight_shape[:2], wp.shape[0], 2).reshape(weight_shape).contiguous()
+    return gx, gw
+
+
+@_triton_backward_op.register_fake
+def _triton_backward_op_fake(gy, xs, wp, x_shape, weight_shape, norm, precision, need_x, need_w):
+    gx = gy.new_empty(x_shape) if need_x else gy.new_empty(0)
+    return gx, gy.new_empty(weight_shape) if need_w else gy.new_empty(0)
+
+
+def _triton_op_setup_context(ctx, inputs, output) -> None:
+    x, weight, _, norm, precision = inputs
+    ctx.save_for_backward(output[1], output[2])
+    ctx.meta = (list(x.shape), list(weight.shape), norm, precision)
+
+
+def _triton_op_backward(ctx, gy, _gxs, _gwp):
+    xs, wp = ctx.saved_tensors
+    x_shape, weight_shape, norm, precision = ctx.meta
+    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    gx, gw = _triton_backward_op(gy, xs, wp, x_shape, weight_shape, norm, precision, need_x, need_w)
+    return gx if need_x else None, gw if need_w else None, None, None, None
+
+
+_triton_op.register_autograd(_triton_op_backward, setup_context=_triton_op_setup_context)
+
+
+def _triton_compiled(
+    x: torch.Tensor, weight: torch.Tensor, out_last: int | None, norm: str, precision: str
+) -> torch.Tensor:
+    """The checks of the eager Triton entry points, then the custom op (``y`` only)."""
+    modes, n_out = check_modes(x, weight, out_last, norm, spatial_dims=x.dim() - 2)
+    if x.dtype != torch.float32 or weight.dtype != torch.float32:
+        raise ValueError(f"the Triton spectral conv takes float32 (got x {x.dtype}, weight {weight.dtype})")
+    if modes[-1] > 64:
+        raise ValueError(f"the Triton spectral conv keeps at most 64 modes on the last axis, got {modes[-1]}")
+    return _triton_op(x, weight, n_out, norm, precision)[0]
+
+
 def _call(
     dims: int, x: torch.Tensor, weight: torch.Tensor, out_last: int | None, norm: str, impl: str, precision: str | None
 ) -> torch.Tensor:
@@ -91,7 +189,10 @@ def _call(
 
             fn = spectral_conv2d_triton if dims == 2 else spectral_conv3d_triton
             prec = precision or default_precision(x)
-            y = fn(xs, ws, out_last, norm, precision=prec)
+            if torch.compiler.is_compiling():
+                y = _triton_compiled(xs, ws, out_last, norm, prec)
+            else:
+                y = fn(xs, ws, out_last, norm, precision=prec)
         else:
             table = {
                 ("rfft", 2): spectral_conv2d_reference,
