@@ -1,8 +1,9 @@
 """Every registered model under ``torch.compile`` (graph breaks counted with ``torch._dynamo.explain``, which only
 traces) and one bf16-mixed training step on CPU, compared with the float32 step on the same batch.
 
-Graph breaks that do not come from the model code are listed in ``JUSTIFIED`` with their reason and the files they
-must come from; every other break fails the test.
+Graph breaks that do not come from the model code would be listed in ``JUSTIFIED`` with their reason and the files
+they must come from; every other break fails the test. None remain: the kernels' dispatch is traceable and the Triton
+ops and the scan run as custom ops under compile. Only nn.LSTM (lrcn) needs ``allow_rnn`` (``DYNAMO_CONFIG``).
 """
 
 from __future__ import annotations
@@ -39,15 +40,11 @@ TINY: dict[str, dict] = {
     },
 }
 
-# name -> (files every break must come from, why it is not fixed in the model).
-JUSTIFIED: dict[str, tuple[tuple[str, ...], str]] = {
-    "convs5": (
-        ("kernels/conv_ssm_scan/", "stpred/layers/conv_ssm.py"),
-        "the scan's dispatch compares data pointers (in-place aliasing) and ConvSSM caches its discretisation keyed "
-        "on data_ptr; both live outside the model (kernels/, layers/)",
-    ),
-}
-# Dynamo skips nn.LSTM unless told to trace it; with allow_rnn it is one graph.
+# name -> (files every break must come from, why it is not fixed in the model). Every other model, with any kernel
+# ``impl``, compiles to one graph with and without gradients.
+JUSTIFIED: dict[str, tuple[tuple[str, ...], str]] = {}
+# Dynamo skips nn.LSTM unless told to trace it (one break, and no reason recorded: the LSTM call runs eagerly);
+# with allow_rnn it is one graph. This is the one remaining break, and it is PyTorch's default, not stpred code.
 DYNAMO_CONFIG: dict[str, dict] = {"lrcn": {"allow_rnn": True}}
 SPECTRAL = ("fno2d", "fno3d", "sfno")
 
@@ -99,14 +96,13 @@ def _break_sites(explanation) -> list[str]:
     return [" <- ".join(f"{f.filename}:{f.lineno}" for f in reversed(r.user_stack)) for r in explanation.break_reasons]
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
 @pytest.mark.parametrize("name, task", CASES)
-def test_forward_compiles_without_graph_breaks(name: str, task: str) -> None:
+def test_forward_compiles_without_graph_breaks(name: str, task: str, grad: bool) -> None:
     model, x, _ = _build(name, task)
     model.eval()
     allowed, reason = JUSTIFIED.get(name, ((), ""))
-    # In grad mode Dynamo fails inside the scan's in-place update (kernels/conv_ssm_scan), so convs5 is traced for
-    # inference only; the eager bf16 training step below covers its backward.
-    with torch.no_grad() if name in JUSTIFIED else torch.enable_grad():
+    with torch.set_grad_enabled(grad):
         explanation = _explain(model, x, DYNAMO_CONFIG.get(name))
     if not allowed:
         assert explanation.graph_break_count == 0, f"{name}: {_break_sites(explanation)}"
@@ -119,13 +115,15 @@ def test_forward_compiles_without_graph_breaks(name: str, task: str) -> None:
         assert any(a in innermost for a in allowed), f"{name}: break at {innermost} is not justified ({reason})"
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
 @pytest.mark.parametrize("name", SPECTRAL)
-def test_auto_spectral_impl_breaks_only_in_the_kernels_dispatch(name: str) -> None:
-    """``impl="auto"`` picks a path by a cost model at trace time; any break must stay in kernels/spectral_conv."""
+def test_auto_spectral_impl_compiles_without_graph_breaks(name: str, grad: bool) -> None:
+    """``impl="auto"`` decides its path at trace time (static shapes: the cost model folds to a constant)."""
     model, x, _ = _build(name, "forecast", impl="auto")
-    explanation = _explain(model.eval(), x)
-    for site in _break_sites(explanation):
-        assert "kernels/spectral_conv/" in site.split(" <- ")[0], f"{name}: unexpected break at {site}"
+    with torch.set_grad_enabled(grad):
+        explanation = _explain(model.eval(), x)
+    assert explanation.graph_break_count == 0, f"{name}: {_break_sites(explanation)}"
+    assert explanation.graph_count == 1
 
 
 @pytest.mark.parametrize("name", ["lrcn"])
@@ -143,6 +141,56 @@ def _loss(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torc
 
 def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _compiled_step_vs_eager(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, backend: str):
+    """(eager loss, compiled loss, eager grads, compiled grads) of one forward+backward on twin copies."""
+    twin = copy.deepcopy(model)
+    loss = _loss(model, x, target)
+    loss.backward()
+    torch._dynamo.reset()
+    compiled = torch.compile(twin, backend=backend, fullgraph=True)
+    loss_c = _loss(compiled, x, target)
+    loss_c.backward()
+    return loss.detach(), loss_c.detach(), _grads(model), _grads(twin)
+
+
+def _assert_step_matches(name: str, results, rtol: float, atol: float) -> None:
+    loss, loss_c, grads, grads_c = results
+    torch.testing.assert_close(loss_c, loss, rtol=rtol, atol=atol, msg=lambda m: f"{name} loss: {m}")
+    assert grads and set(grads_c) == set(grads), f"{name}: compiled and eager train different parameters"
+    for n, g in grads.items():
+        torch.testing.assert_close(grads_c[n], g, rtol=rtol, atol=atol, msg=lambda m, n=n: f"{name} grad {n}: {m}")
+
+
+# Inductor fuses and reorders float32 reductions, so it matches eager to rounding, not bitwise; "eager" replays the
+# same kernels in the same order (aot_eager too, through the traced joint graph) and must agree to the last bit.
+STEP_TOL = {"eager": (0.0, 0.0), "aot_eager": (0.0, 0.0), "inductor": (1e-4, 1e-6)}
+
+
+# Inductor on the forecast task (the autoregressive generate loop) gives gradients that differ from eager by up to
+# ~1e-2 relative on CPU (PyTorch 2.13) while aot_eager is exact and the ConvSSM layer alone (scan and step) matches
+# under Inductor (tests/test_layer_conv_ssm.py), so it is left out here until that codegen difference is understood.
+@pytest.mark.parametrize(
+    "backend, task", [("eager", "forecast"), ("aot_eager", "forecast"), ("eager", "classify"), ("inductor", "classify")]
+)
+def test_convs5_compiled_training_step_matches_eager(backend: str, task: str) -> None:
+    """ConvS5 forward+backward under torch.compile (fullgraph): the scan runs as its custom op, out of place,
+    while eager runs it in place; loss and every parameter gradient agree."""
+    model, x, target = _build("convs5", task, ssm_size=6)
+    x = torch.rand(3, *x.shape[1:])  # odd batch; P = 3 state channels
+    target = torch.rand(3, *target.shape[1:]) if task == "forecast" else torch.tensor([0, 3, 2])
+    results = _compiled_step_vs_eager(model.eval(), x, target, backend)
+    _assert_step_matches("convs5", results, *STEP_TOL[backend])
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("name, impl", [("convs5", "triton"), ("fno2d", "triton"), ("fno3d", "triton")])
+def test_triton_kernels_compiled_training_step_matches_eager(name: str, impl: str) -> None:
+    """The Triton scan and spectral conv as custom ops under torch.compile (their launchers are not traced)."""
+    model, x, target = _build(name, "forecast", impl=impl)
+    results = _compiled_step_vs_eager(model.eval(), x, target, "eager")
+    _assert_step_matches(name, results, 0.0, 0.0)
 
 
 # Relative difference of the bf16-autocast loss from the float32 loss on the same batch and weights: about one bf16
