@@ -440,3 +440,13 @@ def test_inplace_falls_back_where_it_may_not_overwrite():
     assert torch.equal(ones, torch.ones(bu.shape))
     _, (_, dbu_ref, _), _ = _inplace_run((lam, bu, x0), False, False, torch.ones(bu.shape), torch.zeros_like(bu[:, 0]))
     assert torch.equal(dbu, dbu_ref)
+
+
+@pytest.mark.parametrize("with_x0", [False, True])
+def test_compile_custom_op_passes_opcheck(with_x0: bool) -> None:
+    """The op torch.compile runs (fake shapes/strides, autograd registration, schema) is consistent."""
+    torch.manual_seed(0)
+    lam = torch.randn(3, 2) * 0.5
+    bu = torch.randn(2, 5, 2, 3, 4, 3, requires_grad=True)
+    x0 = torch.randn(2, 2, 3, 4, 3, requires_grad=True) if with_x0 else None
+    torch.library.opcheck(torch.ops.stpred.conv_ssm_scan_planar.default, (lam.requires_grad_(), bu, x0, False))
