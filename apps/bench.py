@@ -167,14 +167,14 @@ def device_name(device: str) -> str:
 
 
 def _compile_rows() -> tuple[list[dict[str, Any]], tuple[str, ...], str]:
-    """Per-kernel resources of every op's compile cases at sm_80 and sm_90 (see stpred.kernels._compile)."""
+    """Per-kernel resources of every op's compile cases at sm_80 and sm_90 (see stpred.kernels.compile_check)."""
     import triton
 
-    from stpred.kernels import _compile
+    from stpred.kernels import compile_check
 
-    reports = _compile.compile_report()
-    _, notes = _compile.all_cases()
-    columns = _compile.COLUMNS + (("error",) if any(r.error for r in reports) else ())
+    reports = compile_check.compile_report()
+    _, notes = compile_check.all_cases()
+    columns = compile_check.COLUMNS + (("error",) if any(r.error for r in reports) else ())
     title = f"Compiled Triton kernels, sm_80 and sm_90 (triton {triton.__version__}, no GPU)"
     title += "".join(f"; {n}" for n in notes)
     return [r.row() for r in reports], columns, title

@@ -9,7 +9,19 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TINY_QUICKSTART", "n_params", "run_module"]
+__all__ = ["TINY_MODEL_KWARGS", "TINY_QUICKSTART", "n_params", "run_module"]
+
+#: Small hyperparameters of every registered model, used by the model tests (a new model adds its entry here).
+TINY_MODEL_KWARGS: dict[str, dict] = {
+    "simvpv2": {"hid_S": 8, "hid_T": 16, "N_S": 2, "N_T": 2, "mlp_ratio": 2.0},
+    "fno2d": {"width": 8, "modes": 4, "depth": 2},
+    "squeezetime": {"forecast_hid": 8, "forecast_depth": 1, "forecast_down": 1, "gate_channels": 4},
+    "lrcn": {"widths": [8, 8, 16], "blocks": 1, "stem": "small", "hidden": 16, "feature_dim": 32},
+    "fno3d": {"width": 8, "modes": 4, "depth": 2},
+    "sfno": {"width": 8, "modes": 4, "modes_t": 2, "latent_steps": 4, "num_spectral_layers": 2},
+    "convs5": {"d_model": 8, "ssm_size": 4, "n_layers": 1, "widths": [4, 8], "norm_groups": 4, "value_range": "real"},
+    "predformer": dict(arrangement="STS", n_units=1, patch_size=4, dim=16, heads=2, dim_head=8, mlp_hidden=32),
+}
 
 #: The quickstart preset shrunk to seconds: 16x16 Navier-Stokes, 24 training trajectories, a 4 -> 3 FNO-2D.
 TINY_QUICKSTART = [

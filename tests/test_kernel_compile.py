@@ -1,11 +1,11 @@
 """Every Triton kernel compiles for sm_80 and sm_90 without a GPU, with no spills, enough occupancy and, where a
-case asks for them, tensor-core instructions (see stpred.kernels._compile)."""
+case asks for them, tensor-core instructions (see stpred.kernels.compile_check)."""
 
 from __future__ import annotations
 
 import pytest
 
-from stpred.kernels._compile import TARGETS, all_cases, blocks_per_sm, compile_report
+from stpred.kernels.compile_check import TARGETS, all_cases, blocks_per_sm, compile_report
 
 pytest.importorskip("triton")
 
@@ -75,7 +75,7 @@ def test_interpreter_flag_is_left_alone(reports):
     import torch
     from triton import knobs
 
-    from stpred.kernels._compile import compile_case
+    from stpred.kernels.compile_check import compile_case
 
     assert reports
     if not torch.cuda.is_available():

@@ -512,7 +512,7 @@ def test_benchmark_rows_name_the_dispatched_path(monkeypatch):
 
 _COMPILE_CHILD = """
 import json
-from stpred.kernels._compile import compile_case
+from stpred.kernels.compile_check import compile_case
 from stpred.kernels.spectral_conv.compile_cases import compile_cases
 cases = [c for c in compile_cases() if c.name == "spectral_conv2d B32 C32 64x64 m12/12 tf32 fwd+bwd"]
 print(json.dumps([r.row() | {"required": r.tensor_cores_required} for t in ("sm_80", "sm_90")

@@ -13,6 +13,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import TINY_MODEL_KWARGS
 
 from stpred import create_model, list_models
 from stpred.registry import model_class
@@ -20,25 +21,16 @@ from stpred.registry import model_class
 FORECAST_SHAPE, OUT_FRAMES = (4, 1, 16, 16), 3
 CLIP_SHAPE, NUM_CLASSES = (4, 3, 32, 32), 4
 
-# Tiny hyperparameters; the spectral models pin impl="rfft" (see JUSTIFIED for "auto").
-TINY: dict[str, dict] = {
-    "convs5": {"d_model": 8, "ssm_size": 4, "n_layers": 1, "widths": [4, 8], "norm_groups": 4, "value_range": "real"},
-    "fno2d": {"width": 8, "modes": 4, "depth": 2, "impl": "rfft"},
-    "fno3d": {"width": 8, "modes": 4, "depth": 2, "impl": "rfft"},
-    "lrcn": {"widths": [8, 8], "blocks": 1, "stem": "small", "hidden": 16, "feature_dim": 32},
-    "predformer": {"arrangement": "STS", "n_units": 1, "patch_size": 4, "dim": 16, "heads": 2, "dim_head": 8},
-    "sfno": {"width": 8, "modes": 4, "modes_t": 2, "latent_steps": 4, "num_spectral_layers": 2, "impl": "rfft"},
-    "simvpv2": {"hid_S": 8, "hid_T": 16, "N_S": 2, "N_T": 2, "mlp_ratio": 2.0},
-    "squeezetime": {
-        "forecast_hid": 8,
-        "forecast_depth": 1,
-        "forecast_down": 1,
-        "gate_channels": 4,
-        "widths": [8, 8],
-        "depths": [1, 1],
-        "strides": [1, 2],
-    },
+# The shared tiny hyperparameters, with what these shapes and this test need: the spectral models pin impl="rfft"
+# (the CPU "auto" path is checked on its own below), and the clip-sized trunks are cut to two stages.
+COMPILE_EXTRA: dict[str, dict] = {
+    "fno2d": {"impl": "rfft"},
+    "fno3d": {"impl": "rfft"},
+    "sfno": {"impl": "rfft"},
+    "lrcn": {"widths": [8, 8]},
+    "squeezetime": {"widths": [8, 8], "depths": [1, 1], "strides": [1, 2]},
 }
+TINY: dict[str, dict] = {name: {**kw, **COMPILE_EXTRA.get(name, {})} for name, kw in TINY_MODEL_KWARGS.items()}
 
 # name -> (files every break must come from, why it is not fixed in the model). Every other model, with any kernel
 # ``impl``, compiles to one graph with and without gradients.
@@ -61,18 +53,12 @@ def _cases() -> list:
 CASES = _cases()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _build(name: str, task: str, **extra) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """A tiny model, an input batch and its target (frames or labels)."""
     if name not in TINY:
-        pytest.fail(f"registered model '{name}' has no TINY entry in tests/test_model_compile.py")
+        pytest.fail(f"registered model '{name}' has no TINY_MODEL_KWARGS entry in tests/_helpers.py")
     torch.manual_seed(0)
     kwargs = {**TINY[name], **extra}
     if task == "forecast":

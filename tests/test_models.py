@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _helpers import n_params
+from _helpers import TINY_MODEL_KWARGS, n_params
 
 from stpred import ConfigError, create_model, list_models
 from stpred.checkpoint import load_predictor
@@ -25,17 +25,8 @@ from stpred.registry import model_class, model_version
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 
-# Small hyperparameters per registered model; the shapes below are the datamodules' real ones.
-TINY_KWARGS: dict[str, dict] = {
-    "simvpv2": {"hid_S": 8, "hid_T": 16, "N_S": 2, "N_T": 2, "mlp_ratio": 2.0},
-    "fno2d": {"width": 8, "modes": 4, "depth": 2},
-    "squeezetime": {"forecast_hid": 8, "forecast_depth": 1, "forecast_down": 1, "gate_channels": 4},
-    "lrcn": {"widths": [8, 8, 16], "blocks": 1, "stem": "small", "hidden": 16, "feature_dim": 32},
-    "fno3d": {"width": 8, "modes": 4, "depth": 2},
-    "sfno": {"width": 8, "modes": 4, "modes_t": 2, "latent_steps": 4, "num_spectral_layers": 2},
-    "convs5": {"d_model": 8, "ssm_size": 4, "n_layers": 1, "widths": [4, 8], "norm_groups": 4, "value_range": "real"},
-    "predformer": dict(arrangement="STS", n_units=1, patch_size=4, dim=16, heads=2, dim_head=8, mlp_hidden=32),
-}
+# Small hyperparameters per registered model (tests/_helpers.py); the shapes below are the datamodules' real ones.
+TINY_KWARGS = TINY_MODEL_KWARGS
 
 # (in_shape, out_frames) per datamodule.
 DATA_SHAPES = {

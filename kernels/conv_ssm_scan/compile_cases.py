@@ -1,4 +1,4 @@
-"""Launches of the scan's Triton kernels to compile without a GPU (see :mod:`stpred.kernels._compile`).
+"""Launches of the scan's Triton kernels to compile without a GPU (see :mod:`stpred.kernels.compile_check`).
 
 The shapes are the benchmark's (B=8, P=128, H·W = 16x16 and 64x64), float32 and bfloat16, with and without
 ``x0`` / ``g_last``. The sequence length is not specialised (``do_not_specialize=["T"]``) and changes no stride's
@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-from stpred.kernels._compile import CompileCase
+from stpred.kernels.compile_check import CompileCase
 
 __all__ = ["compile_cases"]
 

@@ -286,7 +286,7 @@ _INT32_MAX = 2**31 - 1
 def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
-    from stpred.kernels._compile import stand_in_sm_count
+    from stpred.kernels.compile_check import stand_in_sm_count
 
     return stand_in_sm_count() or 1
 

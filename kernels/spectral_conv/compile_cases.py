@@ -1,12 +1,12 @@
 """Compile cases of the Triton spectral convolution at the benchmark shapes (``benchmark.cases``), for
-``stpred.kernels._compile``: forward and backward, tf32 (the CUDA default) and bf16. Every kernel of these cases
+``stpred.kernels.compile_check``: forward and backward, tf32 (the CUDA default) and bf16. Every kernel of these cases
 runs its products on ``tl.dot``, so all are marked ``tensor_cores=True``."""
 
 from __future__ import annotations
 
 import torch
 
-from stpred.kernels._compile import CompileCase
+from stpred.kernels.compile_check import CompileCase
 from stpred.kernels.spectral_conv.benchmark import cases as benchmark_cases
 
 __all__ = ["compile_cases"]

@@ -11,7 +11,7 @@ Each op package provides ``kernels/<op>/compile_cases.py`` with ``compile_cases(
 :func:`compile_report` walks them all. Triton's interpreter (``TRITON_INTERPRET=1``) replaces ``@triton.jit``
 functions at definition time, so in such a process the compilation runs in a child process without the flag.
 
-Command line: ``python -m stpred.kernels._compile [--targets sm_80,sm_90] [--json]``.
+Command line: ``python -m stpred.kernels.compile_check [--targets sm_80,sm_90] [--json]``.
 """
 
 from __future__ import annotations
@@ -432,7 +432,7 @@ def compile_report(targets: tuple[str, ...] = ("sm_80", "sm_90")) -> list[Kernel
     if not _interpreted():
         return _report_here(tuple(targets))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "stpred.kernels._compile", "--json", "--targets", ",".join(targets)]
+    cmd = [sys.executable, "-m", "stpred.kernels.compile_check", "--json", "--targets", ",".join(targets)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"compiling in a child process failed:\n{out.stderr[-4000:]}")
@@ -467,6 +467,6 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     # Run as ``-m``, this file is ``__main__``; the launchers consult the importable module's target.
-    from stpred.kernels._compile import main as _main
+    from stpred.kernels.compile_check import main as _main
 
     _main()
