@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from stpred.errors import UserError
 
@@ -51,6 +52,30 @@ def check_modes(
     return modes, n_out
 
 
+# The spectra are cut and re-assembled as real (re, im) pairs, out of place: the values are the same as complex
+# slicing, but autograd's sums of the slice gradients then stay real. Inductor lowers a complex add by viewing it as
+# float, which fails on the strided slice gradients ("self.stride(-1) must be 1 to view ComplexFloat as Float").
+
+
+def _two_sided(xr: torch.Tensor, m: int, dim: int) -> torch.Tensor:
+    """Rows ``0..m-1`` and ``N-m..N-1`` of axis ``dim`` of real pairs ``[..., 2]``, in that order (``2m`` rows)."""
+    n = xr.shape[dim]
+    return torch.cat([xr.narrow(dim, 0, m), xr.narrow(dim, n - m, m)], dim=dim)
+
+
+def _place_two_sided(yr: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """Inverse of :func:`_two_sided`: the ``2m`` rows of axis ``dim`` at ``0..m-1`` and ``N-m..N-1``, zeros between."""
+    m = yr.shape[dim] // 2
+    gap = list(yr.shape)
+    gap[dim] = n - 2 * m
+    return torch.cat([yr.narrow(dim, 0, m), yr.new_zeros(gap), yr.narrow(dim, m, m)], dim=dim)
+
+
+def _pad_last(yr: torch.Tensor, n_half: int) -> torch.Tensor:
+    """Zero-pad the half-spectrum axis (the one before the pair axis) of ``[..., m, 2]`` to ``n_half``."""
+    return F.pad(yr, (0, 0, 0, n_half - yr.shape[-2]))
+
+
 def spectral_conv2d_reference(
     x: torch.Tensor, weight: torch.Tensor, out_last: int | None = None, norm: str = "backward"
 ) -> torch.Tensor:
@@ -67,16 +92,13 @@ def spectral_conv2d_reference(
         ``[B, C_out, N1, out_last]``.
     """
     (m1, m2), n_out = check_modes(x, weight, out_last, norm, spatial_dims=2)
-    b, _, n1, _ = x.shape
-    c_out = weight.shape[1]
+    n1 = x.shape[2]
     w = torch.view_as_complex(weight.contiguous())
-    xf = torch.fft.rfft2(x, norm=norm)
-    kept = torch.cat([xf[:, :, :m1, :m2], xf[:, :, n1 - m1 :, :m2]], dim=2)
-    mixed = torch.einsum("bixy,ioxy->boxy", kept, w)
-    out_ft = torch.zeros(b, c_out, n1, n_out // 2 + 1, dtype=mixed.dtype, device=x.device)
-    out_ft[:, :, :m1, :m2] = mixed[:, :, :m1]
-    out_ft[:, :, n1 - m1 :, :m2] = mixed[:, :, m1:]
-    return torch.fft.irfft2(out_ft, s=(n1, n_out), norm=norm)
+    xf = torch.view_as_real(torch.fft.rfft2(x, norm=norm))  # [B, C_in, N1, N2 // 2 + 1, 2]
+    kept = torch.view_as_complex(_two_sided(xf[:, :, :, :m2], m1, dim=2))
+    mixed = torch.view_as_real(torch.einsum("bixy,ioxy->boxy", kept, w))  # [B, C_out, 2*m1, m2, 2]
+    out_ft = _pad_last(_place_two_sided(mixed, n1, dim=2), n_out // 2 + 1)
+    return torch.fft.irfft2(torch.view_as_complex(out_ft), s=(n1, n_out), norm=norm)
 
 
 def spectral_conv3d_reference(
@@ -95,15 +117,11 @@ def spectral_conv3d_reference(
         ``[B, C_out, NX, NY, out_last]``.
     """
     (mx, my, mt), n_out = check_modes(x, weight, out_last, norm, spatial_dims=3)
-    b, _, nx, ny, _ = x.shape
-    c_out = weight.shape[1]
+    nx, ny = x.shape[2], x.shape[3]
     w = torch.view_as_complex(weight.contiguous())
-    xf = torch.fft.rfftn(x, dim=(-3, -2, -1), norm=norm)
-    rows = torch.cat([xf[:, :, :mx], xf[:, :, nx - mx :]], dim=2)
-    kept = torch.cat([rows[:, :, :, :my, :mt], rows[:, :, :, ny - my :, :mt]], dim=3)
-    mixed = torch.einsum("bixyt,ioxyt->boxyt", kept, w)
-    out_ft = torch.zeros(b, c_out, nx, ny, n_out // 2 + 1, dtype=mixed.dtype, device=x.device)
-    for sx, dx in ((slice(0, mx), slice(0, mx)), (slice(mx, 2 * mx), slice(nx - mx, nx))):
-        for sy, dy in ((slice(0, my), slice(0, my)), (slice(my, 2 * my), slice(ny - my, ny))):
-            out_ft[:, :, dx, dy, :mt] = mixed[:, :, sx, sy]
-    return torch.fft.irfftn(out_ft, s=(nx, ny, n_out), dim=(-3, -2, -1), norm=norm)
+    xf = torch.view_as_real(torch.fft.rfftn(x, dim=(-3, -2, -1), norm=norm))  # [B, C_in, NX, NY, NT // 2 + 1, 2]
+    kept = torch.view_as_complex(_two_sided(_two_sided(xf[:, :, :, :, :mt], mx, dim=2), my, dim=3))
+    mixed = torch.view_as_real(torch.einsum("bixyt,ioxyt->boxyt", kept, w))  # [B, C_out, 2*mx, 2*my, mt, 2]
+    placed = _place_two_sided(_place_two_sided(mixed, nx, dim=2), ny, dim=3)
+    out_ft = _pad_last(placed, n_out // 2 + 1)
+    return torch.fft.irfftn(torch.view_as_complex(out_ft), s=(nx, ny, n_out), dim=(-3, -2, -1), norm=norm)
