@@ -15,9 +15,11 @@ import pytest
 import torch
 import yaml
 from _helpers import TINY_MODEL_KWARGS, n_params
+from _hydra import compose_config
 
 from stpred import ConfigError, create_model, list_models
 from stpred.checkpoint import load_predictor
+from stpred.datamodules.base import shapes_from_data_config
 from stpred.models.base import InputError, SpatioTemporalModel
 from stpred.models.fno import FNO2d
 from stpred.models.simvp import SimVPv2, drop_path_rates
@@ -28,14 +30,22 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 # Small hyperparameters per registered model (tests/_helpers.py); the shapes below are the datamodules' real ones.
 TINY_KWARGS = TINY_MODEL_KWARGS
 
-# (in_shape, out_frames) per datamodule.
+
+
+def _data_shape(option: str, *overrides: str) -> tuple[tuple[int, ...], int]:
+    """``(in_shape, out_frames)`` of a data config, as its datamodule class answers it (no data is read)."""
+    shapes = shapes_from_data_config(compose_config("train", [f"data={option}", *overrides, "paths.output_dir=."]).data)
+    return tuple(shapes.in_shape), shapes.out_frames
+
+
+# (in_shape, out_frames) per datamodule configuration, asked of the datamodules themselves.
 DATA_SHAPES = {
-    "mmnist": ((10, 1, 64, 64), 10),
-    "ns64": ((10, 1, 64, 64), 10),
-    "ns32": ((10, 1, 32, 32), 10),
-    "ns64_fno40": ((10, 1, 64, 64), 40),
-    "taxibj": ((4, 2, 32, 32), 4),
-    "weatherbench": ((12, 1, 32, 64), 12),
+    "mmnist": _data_shape("mmnist"),
+    "ns64": _data_shape("navier_stokes"),
+    "ns32": _data_shape("navier_stokes", "data.resolution=32"),
+    "ns64_fno40": _data_shape("navier_stokes", "data.t_out=40"),
+    "taxibj": _data_shape("taxibj"),
+    "weatherbench": _data_shape("weatherbench"),
 }
 
 MODEL_NAMES = list_models()
