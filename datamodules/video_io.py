@@ -7,9 +7,18 @@ and then grabs forward, retrieving (colour-converting) only the wanted frames. B
 the pixel on the Kinetics clips of the shared data. ``backend="auto"`` prefers decord and, when decord cannot open
 a file or a frame, tries OpenCV before giving up.
 
-A file that cannot be opened or decoded raises :class:`VideoReadError` (a :class:`~stpred.errors.UserError`).
-Note that OpenCV's frame count comes from the container header, so a truncated file may claim more frames than it
-holds; decord indexes the packets when it opens a file and refuses such files up front.
+Frame counts are what can be decoded, never the container header alone. Opening a file checks it once per
+process (the result is cached by path, size and modification time): decord's count (packets indexed) is confirmed
+by decoding its last frame; OpenCV's header count is confirmed by seeking two frames before it and grabbing to the
+end, and where the header lies (an intact MKV may announce a frame more than it holds) the frames are counted by
+decoding from the start. Both backends then report the same count. A file whose decodable frames fall short of what
+its container announces (``duration x fps``: a cut MKV still opens, holding only its first frames) raises
+:class:`TruncatedVideoError`; any file that cannot be opened or decoded raises :class:`VideoReadError` (both are
+:class:`~stpred.errors.UserError`, one line naming the file and the fix).
+
+FFmpeg (inside decord and inside OpenCV) prints its complaints about a bad file from C to descriptor 2. Every open
+and decode runs with descriptor 2 sent to a temporary file; those lines are counted
+(:func:`suppressed_log_lines`) and the first one is quoted in the error, so the user's terminal sees one line.
 
 Writing: :func:`write_video` takes uint8 ``[T, H, W, 3]`` RGB (or ``[T, H, W]`` grey) and writes ``.mp4`` with
 ``cv2.VideoWriter(path, fourcc("mp4v"), fps, (W, H))`` from BGR contiguous frames, or ``.gif`` with Pillow, to a
@@ -29,8 +38,14 @@ Examples:
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -47,6 +62,7 @@ except ImportError:  # optional: no wheels for macOS arm64 or recent Pythons
 
 __all__ = [
     "Backend",
+    "TruncatedVideoError",
     "VideoFile",
     "VideoInfo",
     "VideoReadError",
@@ -54,6 +70,7 @@ __all__ = [
     "clip_indices",
     "open_video",
     "read_clip",
+    "suppressed_log_lines",
     "video_info",
     "write_video",
 ]
@@ -62,10 +79,106 @@ Backend = Literal["auto", "decord", "opencv"]
 BACKENDS = ("auto", "decord", "opencv")
 #: With OpenCV, a gap of more wanted-frame distance than this is crossed by seeking instead of grabbing forward.
 _SEEK_GAP = 48
+#: Frames a decodable length may fall short of the container's ``duration x fps`` before the file counts as cut
+#: (rounding of the duration makes intact files announce a frame more): this many, or 1 % of the count if more.
+_HEADER_SLACK = 2
+_FIX = "re-download the file, or re-encode what is left of it (ffmpeg -i BROKEN -c:v libx264 FIXED.mp4)"
 
 
 class VideoReadError(UserError):
     """A video file that cannot be opened or decoded (missing, corrupt, truncated, unsupported codec)."""
+
+
+class TruncatedVideoError(VideoReadError):
+    """A video that opens but decodes fewer frames than its container announces (a cut or partial download)."""
+
+
+# -- FFmpeg's own log lines --------------------------------------------------------------------------------------
+class _NativeLog:
+    """Lines libav/decord wrote to descriptor 2 during one capture (counted only by the capture that ends last)."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.first: str | None = None
+
+    def add(self, other: _NativeLog) -> None:
+        self.lines += other.lines
+        self.first = self.first or other.first
+
+    def describe(self) -> str:
+        if not self.lines:
+            return ""
+        quoted = f" such as '{self.first}'" if self.first else ""
+        return f"; FFmpeg printed {self.lines} log line(s){quoted}, kept off the terminal"
+
+
+_capture_lock = threading.Lock()
+_capture_depth = 0
+_capture_state: tuple[int, object] | None = None  # (saved descriptor 2, temporary file)
+_suppressed_total = 0
+_ADDRESS = re.compile(r"^\[([^\]@]+?) @ 0x[0-9a-f]+\]\s*")
+
+
+def suppressed_log_lines() -> int:
+    """FFmpeg/decord log lines kept off descriptor 2 so far in this process."""
+    return _suppressed_total
+
+
+def _tidy(line: str) -> str:
+    return _ADDRESS.sub(r"\1: ", line.strip())[:120]
+
+
+@contextmanager
+def _captured_native_log() -> Iterator[_NativeLog]:
+    """Send descriptor 2 to a temporary file while decoders run; count what they wrote there.
+
+    Nested and concurrent (threads) captures share one redirection, which the last one to leave undoes and tallies.
+    """
+    global _capture_depth, _capture_state, _suppressed_total
+    log = _NativeLog()
+    with _capture_lock:
+        if _capture_depth == 0:
+            try:
+                sys.stderr.flush()
+                sink = tempfile.TemporaryFile(mode="w+b")
+                saved = os.dup(2)
+                os.dup2(sink.fileno(), 2)
+                _capture_state = (saved, sink)
+            except (OSError, ValueError):  # no usable descriptor 2: nothing to capture
+                _capture_state = None
+        _capture_depth += 1
+    try:
+        yield log
+    finally:
+        with _capture_lock:
+            _capture_depth -= 1
+            if _capture_depth == 0 and _capture_state is not None:
+                saved, sink = _capture_state
+                _capture_state = None
+                try:
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                lines = [ln for ln in sink.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+                sink.close()
+                log.lines, log.first = len(lines), (_tidy(lines[0]) if lines else None)
+                _suppressed_total += len(lines)
+
+
+#: Frame counts already confirmed in this process: (path, size, mtime_ns, backend) -> decodable frames.
+_verified: dict[tuple[str, int, int, str], int] = {}
+
+
+def _cache_key(path: Path, backend: str) -> tuple[str, int, int, str]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, backend)
+
+
+def _too_short(decoded: int, announced: int) -> bool:
+    return announced > 0 and decoded < announced - max(_HEADER_SLACK, math.ceil(0.01 * announced))
 
 
 class VideoInfo(NamedTuple):
@@ -95,11 +208,13 @@ class VideoFile:
         backend: ``"auto"`` (decord, else OpenCV), ``"decord"`` or ``"opencv"``.
 
     Attributes:
-        num_frames: frames in the video (decord: packets indexed; OpenCV: the container's count).
+        num_frames: frames that decode (checked when the file is first opened in this process, see the module).
         fps: average frame rate.
         backend: the backend that opened the file.
+        native_log: FFmpeg lines kept off descriptor 2 while this file was opened and read (``.lines``, ``.first``).
 
     Raises:
+        TruncatedVideoError: the file decodes fewer frames than its container announces.
         VideoReadError: the file is missing or cannot be opened by any allowed backend.
     """
 
@@ -115,22 +230,35 @@ class VideoFile:
         self._vr = None
         self._cap = None
         self._size: tuple[int, int] | None = None
+        self.native_log = _NativeLog()
         errors = []
-        for name in ["decord", "opencv"] if backend == "auto" else [backend]:
-            if name == "decord" and decord is None:
-                continue
-            try:
-                self.num_frames, self.fps = self._open_decord() if name == "decord" else self._open_opencv()
-                self.backend = name
-                break
-            except VideoReadError as err:
-                errors.append(f"{name}: {err}")
-        else:
-            raise VideoReadError(f"cannot open video {self.path} ({'; '.join(errors)})")
+        with _captured_native_log() as log:
+            for name in ["decord", "opencv"] if backend == "auto" else [backend]:
+                if name == "decord" and decord is None:
+                    continue
+                try:
+                    self.num_frames, self.fps = self._open_decord() if name == "decord" else self._open_opencv()
+                    self.backend = name
+                    break
+                except TruncatedVideoError as err:  # another backend decodes the same packets: no second try
+                    errors = [str(err)]
+                    break
+                except VideoReadError as err:
+                    errors.append(f"{name}: {err}")
+        self.native_log.add(log)
+        if errors and not hasattr(self, "backend"):
+            self.close()
+            if len(errors) == 1 and errors[0].startswith("truncated"):
+                raise TruncatedVideoError(
+                    f"video {self.path} is {errors[0]}{self.native_log.describe()}; {_FIX}"
+                ) from None
+            raise VideoReadError(
+                f"cannot open video {self.path} ({'; '.join(errors)}){self.native_log.describe()}; it is damaged, "
+                f"cut short or not a video: {_FIX}"
+            )
 
     # -- opening --------------------------------------------------------------------------------------------
     def _open_decord(self) -> tuple[int, float]:
-        # decord indexes every packet here, so a truncated file fails now rather than mid-clip.
         try:
             vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
             num_frames, fps = len(vr), float(vr.get_avg_fps())
@@ -138,6 +266,22 @@ class VideoFile:
             raise VideoReadError(_first_line(err)) from None
         if num_frames == 0:
             raise VideoReadError("no frames")
+        key = _cache_key(self.path, "decord")
+        if key not in _verified:
+            # decord counts the packets it indexed: the last one must decode, and a cut MKV holds only the packets
+            # before the cut, so compare with the duration the container announces (OpenCV reads it).
+            try:
+                vr.get_batch([num_frames - 1])
+            except (RuntimeError, decord.DECORDError) as err:
+                raise VideoReadError(
+                    f"its last frame ({num_frames - 1} of {num_frames}) does not decode: {_first_line(err)}"
+                ) from None
+            announced = _announced_frames(self.path)
+            if _too_short(num_frames, announced):
+                raise TruncatedVideoError(
+                    f"truncated or damaged: {num_frames} frames decode of the {announced} its container announces"
+                )
+            _verified[key] = int(num_frames)
         self._vr = vr
         return int(num_frames), fps
 
@@ -146,14 +290,29 @@ class VideoFile:
         if not cap.isOpened():
             cap.release()
             raise VideoReadError("OpenCV cannot open it")
-        num_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        if num_frames <= 0 or width <= 0 or height <= 0:
+        if announced <= 0 or width <= 0 or height <= 0:
             cap.release()
-            raise VideoReadError(f"OpenCV reads no frames (count {num_frames}, size {width}x{height})")
+            raise VideoReadError(f"OpenCV reads no frames (count {announced}, size {width}x{height})")
+        key = _cache_key(self.path, "opencv")
+        num_frames = _verified.get(key)
+        if num_frames is None:
+            num_frames = _count_opencv(cap, announced)
+            if num_frames == 0:
+                cap.release()
+                raise VideoReadError(f"none of the {announced} frames its container announces decodes")
+            if _too_short(num_frames, announced):
+                cap.release()
+                raise TruncatedVideoError(
+                    f"truncated or damaged: {num_frames} frames decode of the {announced} its container announces"
+                )
+            _verified[key] = num_frames
+            self._next = -1  # position unknown after counting: the next read seeks
+        else:
+            self._next = 0  # index of the frame the next grab() returns
         self._cap = cap
         self._size = (height, width)
-        self._next = 0  # index of the frame the next grab() returns
         return num_frames, float(cap.get(cv2.CAP_PROP_FPS))
 
     @property
@@ -169,27 +328,41 @@ class VideoFile:
 
         Raises:
             IndexError: an index outside ``[0, num_frames)``.
-            VideoReadError: a frame cannot be decoded (e.g. a truncated file).
+            VideoReadError: a frame cannot be decoded (e.g. a damaged file).
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size == 0:
             return np.empty((0, *self.info[2:], 3), dtype=np.uint8)
         if idx.min() < 0 or idx.max() >= self.num_frames:
             raise IndexError(f"{self.path}: frame indices must lie in [0, {self.num_frames}), got {idx.tolist()}")
+        with _captured_native_log() as log:
+            try:
+                return self._read(idx)
+            finally:
+                self.native_log.add(log)
+
+    def _read(self, idx: np.ndarray) -> np.ndarray:
         if self._vr is not None:
             try:
                 frames = self._vr.get_batch(idx.tolist()).asnumpy()
             except (RuntimeError, decord.DECORDError) as err:
                 if self._requested != "auto":
-                    raise VideoReadError(f"cannot decode {self.path}: {_first_line(err)}") from None
+                    raise VideoReadError(f"cannot decode {self.path}: {_first_line(err)}; {_FIX}") from None
                 # decord fails on some streams OpenCV decodes (e.g. frame widths it cannot align): fall back.
                 self._vr = None
                 try:
-                    self._open_opencv()
+                    num_frames, _ = self._open_opencv()
                 except VideoReadError as err2:
-                    raise VideoReadError(f"cannot decode {self.path}: {_first_line(err)}; opencv: {err2}") from None
+                    raise VideoReadError(
+                        f"cannot decode {self.path}: {_first_line(err)}; opencv: {err2}; {_FIX}"
+                    ) from None
+                if num_frames != self.num_frames:
+                    raise VideoReadError(
+                        f"cannot decode {self.path}: decord counts {self.num_frames} frames, OpenCV {num_frames}; "
+                        f"{_FIX}"
+                    ) from None
                 self.backend = "opencv"
-                return self.read(idx)
+                return self._read(idx)
             self._size = self._size or tuple(frames.shape[1:3])
             return frames
         if self._cap is None:
@@ -202,7 +375,7 @@ class VideoFile:
         height, width = self._size
         out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
         for k, target in enumerate(wanted.tolist()):
-            if target < self._next or target - self._next > _SEEK_GAP:
+            if target < self._next or self._next < 0 or target - self._next > _SEEK_GAP:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, target)
                 self._next = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
                 if self._next != target:
@@ -210,13 +383,12 @@ class VideoFile:
             while self._next <= target:
                 if not cap.grab():
                     raise VideoReadError(
-                        f"cannot decode {self.path}: frame {self._next} of the {self.num_frames} the header "
-                        "announces is missing (truncated file?)"
+                        f"cannot decode {self.path}: frame {self._next} of its {self.num_frames} is missing; {_FIX}"
                     )
                 self._next += 1
             ok, bgr = cap.retrieve()
             if not ok or bgr is None or bgr.shape[:2] != (height, width):
-                raise VideoReadError(f"cannot decode frame {target} of {self.path}")
+                raise VideoReadError(f"cannot decode frame {target} of {self.path}; {_FIX}")
             cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out[k])
         return out
 
@@ -234,6 +406,38 @@ class VideoFile:
         self.close()
 
 
+def _grab_to_end(cap: cv2.VideoCapture) -> int:
+    grabbed = 0
+    while cap.grab():
+        grabbed += 1
+    return grabbed
+
+
+def _count_opencv(cap: cv2.VideoCapture, announced: int) -> int:
+    """Frames that decode, counted past ``announced - 2``; from the start where a seek there goes astray."""
+    target = max(0, announced - 2)
+    if target > 0:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, target)
+        if int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == target:
+            grabbed = _grab_to_end(cap)
+            if grabbed > 0:
+                return target + grabbed
+        # the header announces frames that are not there (or the seek misses): count them all
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        if int(cap.get(cv2.CAP_PROP_POS_FRAMES)) != 0:
+            return 0
+    return _grab_to_end(cap)
+
+
+def _announced_frames(path: Path) -> int:
+    """The frame count the container announces (OpenCV: ``nb_frames``, else ``duration x fps``); 0 if unknown."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))) if cap.isOpened() else 0
+    finally:
+        cap.release()
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
@@ -245,9 +449,10 @@ def open_video(path: str | os.PathLike, backend: Backend = "auto") -> VideoFile:
 
 
 def video_info(path: str | os.PathLike, backend: Backend = "auto") -> VideoInfo:
-    """``(num_frames, fps, height, width)`` of a video, from its container (nothing is decoded but frame 0 with decord).
+    """``(num_frames, fps, height, width)`` of a video; ``num_frames`` are the frames that decode (see the module).
 
     Raises:
+        TruncatedVideoError: the file decodes fewer frames than its container announces.
         VideoReadError: the file cannot be opened.
     """
     with VideoFile(path, backend) as video:
