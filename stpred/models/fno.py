@@ -26,6 +26,11 @@ with the channels) are repeated along the ``T_out`` output steps and joined by t
     -> crop t -> Linear(width, 128) -> GELU -> Linear(128, C)
 
 All ``T_out`` frames come out of one pass.
+
+Options for weights of neuraloperator's ``FNO`` (its 2.0 defaults differ from the 2021 script; all off by default):
+``lift_hidden`` (a two-layer lifting MLP), ``channel_mlp`` (a channel MLP after every Fourier layer with a
+soft-gating skip from the layer's input), ``proj_hidden`` (the projection width), ``grid="periodic"``
+(coordinates ``linspace(0, 1, N + 1)[:-1]``) or ``grid="none"``, and ``spectral_norm`` (the FFT normalisation).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ __all__ = ["FourierLayer2d", "FNO2d", "FourierLayer3d", "FNO3d"]
 
 _MODES = ("autoregressive", "oneshot")
 _PROJ_HIDDEN = 128
+_GRIDS = ("closed", "periodic", "none")
+_NORMS = ("backward", "forward", "ortho")
 _TIME_PAD = 6  # fourier_3d.py: time is not periodic, so it is zero-padded before the FFTs and cropped after
 
 
@@ -60,6 +67,10 @@ class FourierLayer2d(nn.Module):
         modes2: modes kept on the W (half-spectrum) axis.
         activation: apply GELU (every layer but the last).
         impl: spectral kernel, one of :data:`stpred.kernels.spectral_conv.IMPLS`.
+        mlp_hidden: with a value, neuraloperator's block: ``u = act(K(v) + W v)``, then
+            ``act(MLP(u) + g * v)`` with a two-layer 1x1 MLP (``width -> mlp_hidden -> width``, GELU inside, also
+            in the last layer) and a per-channel soft gate ``g`` on the layer's input.
+        spectral_norm: FFT normalisation of the spectral convolution.
         device: parameter device.
         dtype: parameter dtype.
     """
@@ -72,18 +83,30 @@ class FourierLayer2d(nn.Module):
         *,
         activation: bool = True,
         impl: str = "auto",
+        mlp_hidden: int | None = None,
+        spectral_norm: str = "backward",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         fk = {"device": device, "dtype": dtype}
-        self.spectral = SpectralConv2d(width, width, modes1, modes2, impl=impl, **fk)
+        self.spectral = SpectralConv2d(width, width, modes1, modes2, norm=spectral_norm, impl=impl, **fk)
         self.pointwise = nn.Conv2d(width, width, 1, **fk)
         self.activation = activation
+        self.has_mlp = mlp_hidden is not None
+        if self.has_mlp:
+            self.mlp = nn.Sequential(
+                nn.Conv2d(width, mlp_hidden, 1, **fk), nn.GELU(), nn.Conv2d(mlp_hidden, width, 1, **fk)
+            )
+            self.gate = nn.Parameter(torch.ones(1, width, 1, 1, **fk))
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        v = self.spectral(v) + self.pointwise(v)
-        return F.gelu(v) if self.activation else v
+        u = self.spectral(v) + self.pointwise(v)
+        u = F.gelu(u) if self.activation else u
+        if not self.has_mlp:
+            return u
+        u = self.mlp(u) + self.gate * v
+        return F.gelu(u) if self.activation else u
 
 
 @register_model("fno2d")
@@ -99,6 +122,14 @@ class FNO2d(SpatioTemporalModel):
         mode: ``"autoregressive"`` (one frame per step, rolled out) or ``"oneshot"`` (all T_out frames at once).
         legacy_bn: add the original script's ``depth`` unused BatchNorm2d layers (parameter-count parity only).
         impl: spectral-convolution kernel, one of :data:`stpred.kernels.spectral_conv.IMPLS`.
+        lift_hidden: ``None``: one Linear lifting layer; a width: Linear -> GELU -> Linear through it
+            (neuraloperator's lifting channel MLP).
+        proj_hidden: hidden width of the projection (128 in the 2021 script).
+        channel_mlp: ``None``, or the expansion of neuraloperator's channel MLP in every Fourier layer (hidden
+            ``round(width * channel_mlp)``, with its soft-gating skip; see :class:`FourierLayer2d`).
+        grid: coordinate channels: ``"closed"`` ``linspace(0, 1, N)`` (the 2021 script), ``"periodic"``
+            ``linspace(0, 1, N + 1)[:-1]`` (neuraloperator), ``"none"``.
+        spectral_norm: FFT normalisation of the spectral layers (``"backward"``; neuraloperator uses ``"forward"``).
         device: parameter device.
         dtype: parameter dtype.
 
@@ -122,6 +153,11 @@ class FNO2d(SpatioTemporalModel):
         mode: str = "autoregressive",
         legacy_bn: bool = False,
         impl: str = "auto",
+        lift_hidden: int | None = None,
+        proj_hidden: int = _PROJ_HIDDEN,
+        channel_mlp: float | None = None,
+        grid: str = "closed",
+        spectral_norm: str = "backward",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -138,30 +174,54 @@ class FNO2d(SpatioTemporalModel):
         V.one_of(self.name, "mode", mode, _MODES)
         V.one_of(self.name, "impl", impl, IMPLS)
         V.flag(self.name, "legacy_bn", legacy_bn)
+        if lift_hidden is not None:
+            lift_hidden = V.integer(self.name, "lift_hidden", lift_hidden)
+        proj_hidden = V.integer(self.name, "proj_hidden", proj_hidden)
+        if channel_mlp is not None:
+            V.number(self.name, "channel_mlp", channel_mlp, positive=True)
+            check(round(width * channel_mlp) >= 1, f"fno2d: channel_mlp={channel_mlp} leaves no hidden channel")
+        V.one_of(self.name, "grid", grid, _GRIDS)
+        V.one_of(self.name, "spectral_norm", spectral_norm, _NORMS)
 
         fk = {"device": device, "dtype": dtype}
         self.mode = mode
         self.modes = (m1, m2)
-        self.lift = nn.Linear(t_in * c + 2, width, **fk)
+        self.grid_kind = grid
+        n_in = t_in * c + (0 if grid == "none" else 2)
+        if lift_hidden is None:
+            self.lift = nn.Linear(n_in, width, **fk)
+        else:
+            self.lift = nn.Sequential(
+                nn.Linear(n_in, lift_hidden, **fk), nn.GELU(), nn.Linear(lift_hidden, width, **fk)
+            )
+        mlp_hidden = None if channel_mlp is None else round(width * channel_mlp)
         self.layers = nn.ModuleList(
-            FourierLayer2d(width, m1, m2, activation=i < depth - 1, impl=impl, **fk) for i in range(depth)
-        )
+            FourierLayer2d(
+                width, m1, m2, activation=i < depth - 1, impl=impl, mlp_hidden=mlp_hidden,
+                spectral_norm=spectral_norm, **fk,
+            )
+            for i in range(depth)
+        )  # fmt: skip
         if legacy_bn:
             # The original script builds bn0..bn3 but never calls them; kept only so the count is 414,517.
             self.unused_bn = nn.ModuleList(nn.BatchNorm2d(width, **fk) for _ in range(depth))
         out = c if mode == "autoregressive" else self.out_frames * c
         self.project = nn.Sequential(
-            nn.Linear(width, _PROJ_HIDDEN, **fk), nn.GELU(), nn.Linear(_PROJ_HIDDEN, out, **fk)
+            nn.Linear(width, proj_hidden, **fk), nn.GELU(), nn.Linear(proj_hidden, out, **fk)
         )
 
     def extra_repr(self) -> str:
         return f"in_shape={self.in_shape}, out_frames={self.out_frames}, mode={self.mode}, modes={self.modes}"
 
     @staticmethod
-    def grid(b: int, h: int, w: int, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Normalised coordinates ``[B, H, W, 2]``: ``linspace(0, 1, H)`` down the rows, then across the columns."""
-        gy = torch.linspace(0.0, 1.0, h, device=device, dtype=dtype)
-        gx = torch.linspace(0.0, 1.0, w, device=device, dtype=dtype)
+    def grid(
+        b: int, h: int, w: int, *, device: torch.device, dtype: torch.dtype, periodic: bool = False
+    ) -> torch.Tensor:
+        """Normalised coordinates ``[B, H, W, 2]``: ``linspace(0, 1, H)`` down the rows, then across the columns
+        (``periodic``: ``linspace(0, 1, N + 1)[:-1]``, the right end left out)."""
+        extra = int(periodic)
+        gy = torch.linspace(0.0, 1.0, h + extra, device=device, dtype=dtype)[:h]
+        gx = torch.linspace(0.0, 1.0, w + extra, device=device, dtype=dtype)[:w]
         g = torch.stack(torch.meshgrid(gy, gx, indexing="ij"), dim=-1)
         return g.expand(b, h, w, 2)
 
@@ -169,7 +229,9 @@ class FNO2d(SpatioTemporalModel):
         """One operator application ``[B, T_in, C, H, W] -> [B, H, W, out]`` (``out = C`` or ``T_out * C``)."""
         b, _, _, h, w = window.shape
         v = rearrange(window, "b t c h w -> b h w (t c)")
-        v = torch.cat([v, self.grid(b, h, w, device=v.device, dtype=v.dtype)], dim=-1)
+        if self.grid_kind != "none":
+            g = self.grid(b, h, w, device=v.device, dtype=v.dtype, periodic=self.grid_kind == "periodic")
+            v = torch.cat([v, g], dim=-1)
         v = rearrange(self.lift(v), "b h w d -> b d h w")
         for layer in self.layers:
             v = layer(v)
