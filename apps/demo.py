@@ -18,10 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,31 +105,15 @@ def collect_clips(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(clips))
 
 
-@contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to the null device: FFmpeg, decord and OpenCV report a bad file there from C, and
-    those lines would surround the one-line error that names the file."""
-    try:
-        sys.stderr.flush()
-        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # no usable descriptor 2: nothing to silence
-        yield
-        return
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def probe_clips(clips: list[Path]) -> dict[Path, VideoInfo]:
-    """Open every clip once, so that an unreadable one stops the run before anything is written."""
+    """Open every clip once, so that an unreadable or cut one stops the run before anything is written.
+
+    Opening decodes each clip's last frame and compares the frames that decode with what the container announces
+    (:mod:`stpred.datamodules.video_io`); FFmpeg's own log lines are kept off the terminal and counted in the error.
+    """
     from stpred.datamodules.video_io import video_info
 
-    with _native_stderr_silenced():
-        return {clip: video_info(clip) for clip in clips}
+    return {clip: video_info(clip) for clip in clips}
 
 
 def _note_ignored(args: argparse.Namespace, kind: str) -> None:

@@ -39,10 +39,12 @@ A video with fewer frames than a clip spans is looped (``short_clips="loop"``: i
 mmaction2) or padded with its last frame (``"pad"``).
 
 Unreadable videos never stop an epoch. At setup, files under 1 KB, missing files and (``probe="header"``) files
-whose container cannot be opened are skipped, counted (:attr:`KineticsDataModule.skipped`, ``metadata()["skipped"]``)
-and logged with examples; a split left empty is one :class:`~stpred.errors.UserError`. A decode that still fails in
-``__getitem__`` (e.g. a truncated file that OpenCV opens) is logged, the file is remembered as bad, and the next
-index (``i + 1``, ``i + 2``, ... wrapping) is returned instead, marked ``"replaced": True`` in the sample; the
+whose container cannot be opened or that decode fewer frames than their container announces (``"truncated"``: a
+cut download still opens, holding its first frames) are skipped, counted (:attr:`KineticsDataModule.skipped`,
+``metadata()["skipped"]``) and logged with examples and the number of FFmpeg log lines kept off the terminal; a
+split left empty is one :class:`~stpred.errors.UserError`. A decode that still fails in ``__getitem__`` (e.g.
+with ``probe="size"``, where the same check runs at the first read) is logged, the file is remembered as bad, and
+the next index (``i + 1``, ``i + 2``, ... wrapping) is returned instead, marked ``"replaced": True`` in the sample; the
 dataset counts these failures (:attr:`KineticsClips.failed`). With ``num_workers > 0`` each worker process keeps its
 own count and the main process's stays at zero: the warnings in the log and ``batch["replaced"]`` are then the
 record. The counters are updated under a lock, so threads are safe.
@@ -77,7 +79,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stpred.datamodules.base import DataShapes, ForecastDataModule
-from stpred.datamodules.video_io import Backend, VideoReadError, open_video
+from stpred.datamodules.video_io import Backend, TruncatedVideoError, VideoReadError, open_video, suppressed_log_lines
 from stpred.errors import UserError, check
 
 __all__ = [
@@ -519,7 +521,9 @@ def _probe(path: Path, mode: str, backend: Backend) -> str | None:
     if mode == "header":
         try:
             with open_video(path, backend):
-                pass
+                pass  # opening checks that the frames the container announces decode
+        except TruncatedVideoError:
+            return "truncated"
         except VideoReadError:
             return "unreadable"
     return None
@@ -553,8 +557,9 @@ class KineticsDataModule(ForecastDataModule):
         eval_seed: seed of ``"seeded"`` windows.
         no_test_split: without a test split: ``"holdout"``, ``"val_is_test"`` or ``"error"``.
         val_holdout: fraction of train held out for validation where the layout lacks a usable val split.
-        probe: setup check of each file: ``"header"`` (open the container) or ``"size"`` (existence and >= 1 KB
-            only; faster on the full 240k-clip dataset, decode failures are then caught in ``__getitem__``).
+        probe: setup check of each file: ``"header"`` (open it and check that its frames decode) or ``"size"``
+            (existence and >= 1 KB only; faster on the full 240k-clip dataset, decode failures are then caught in
+            ``__getitem__``).
         backend: ``"auto"`` (decord, else OpenCV), ``"decord"`` or ``"opencv"``.
         name: dataset name in :meth:`metadata`.
         batch_size: training batch size.
@@ -782,6 +787,7 @@ class KineticsDataModule(ForecastDataModule):
         reasons: Counter[str] = Counter()
         examples: list[str] = []
         kept = []
+        log_lines = suppressed_log_lines()
         for path, label in rows:
             why = "unlabelled" if self.task == "classify" and label < 0 else _probe(path, self.probe, self.backend)
             if why is None:
@@ -792,10 +798,12 @@ class KineticsDataModule(ForecastDataModule):
                 examples.append(f"{path.name} ({why})")
         self.skipped[split] = sum(reasons.values())
         self.skip_reasons[split] = dict(reasons)
+        log_lines = suppressed_log_lines() - log_lines
         if reasons:
+            ffmpeg = f"; {log_lines} FFmpeg log line(s) kept off the terminal" if log_lines else ""
             log.warning(
-                "Kinetics %s: skipping %d of %d clips (%s), e.g. %s",
-                split, sum(reasons.values()), len(rows), dict(reasons), ", ".join(examples),
+                "Kinetics %s: skipping %d of %d clips (%s), e.g. %s%s",
+                split, sum(reasons.values()), len(rows), dict(reasons), ", ".join(examples), ffmpeg,
             )  # fmt: skip
         if not kept:
             raise UserError(
