@@ -30,10 +30,12 @@ from stpred.errors import UserError
 
 if TYPE_CHECKING:
     import xarray as xr
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from stpred.checkpoint import Predictor
 
-__all__ = ["Forecast", "checkpoint_kind", "default_output", "main", "run_forecast"]
+__all__ = ["Forecast", "checkpoint_kind", "default_output", "forecast_figure", "main", "plot_forecast", "run_forecast"]
 
 PROG = "stpred-forecast"
 PLOTTED_LEADS = 3
@@ -101,6 +103,7 @@ def cell_edges(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float, float, f
 def forecast_weather(predictor: Predictor, path: Path, init_text: str | None, attrs: Mapping[str, Any]) -> Forecast:
     """Weather grids: the checkpoint's channels and grid read from a NetCDF file, WB1 folder or Zarr store."""
     from stpred.apps._grid_io import iso, read_weather_window, weather_dataset
+    from stpred.plotting import is_ascending, north_up
 
     meta = predictor.metadata
     window = read_weather_window(path, meta, init_text)
@@ -108,13 +111,13 @@ def forecast_weather(predictor: Predictor, path: Path, init_text: str | None, at
     init = iso(window.times[-1])
     dataset = weather_dataset(frames, window, meta, {**attrs, "init_time": init})
     lat, lon = np.asarray(meta["latitude"]), np.asarray(meta["longitude"])
-    last_input = window.frames[-1]
-    if lat[0] < lat[-1]:  # plots are north-up
-        last_input, frames, lat = last_input[:, ::-1], frames[:, :, ::-1], lat[::-1]
+    last_input, plotted = north_up(window.frames[-1], lat), north_up(frames, lat)  # plots are north-up
+    if is_ascending(lat):
+        lat = lat[::-1]
     return Forecast(
         dataset=dataset,
         last_input=last_input,
-        frames=frames,
+        frames=plotted,
         names=[str(n) for n in meta["channels"]],
         units=[str(u) for u in meta["units"]],
         init=init,
@@ -207,27 +210,49 @@ def load_forecaster(ckpt: Path, device: str) -> Predictor:
     return predictor
 
 
-def plot_forecast(result: Forecast, out: Path) -> None:
-    """A PNG: per channel (row) the last input frame and a few leads, one colour scale and bar (with units) a row."""
+def forecast_figure(result: Forecast) -> tuple[Figure, dict[tuple[int, str], Axes]]:
+    """Per channel (row): the last input frame, a few leads and the change over the forecast (last lead - input).
+
+    The input and leads share one colour scale chosen from their values (:func:`stpred.plotting.choose_scale`:
+    sequential for offset fields such as Kelvin or counts, diverging for anomalies and vorticity); the change has its
+    own diverging scale. Bars carry the units; masked cells are grey. Returns the figure and its axes by
+    ``(channel, column title)``.
+    """
     from matplotlib.figure import Figure
 
-    from stpred.apps._grid_io import write_atomic
+    from stpred.plotting import DPI, add_colourbar, choose_scale, colourbar_label, difference_scale, draw_field
 
     leads = np.unique(np.linspace(0, len(result.frames) - 1, min(PLOTTED_LEADS, len(result.frames))).round())
     panels = [("input" if result.init is None else f"input {result.init}", lambda c: result.last_input[c])]
     panels += [(result.leads[int(k)], lambda c, k=int(k): result.frames[k, c]) for k in leads]
+    change_title = f"{result.leads[-1]} - input"
     rows = len(result.names)
-    fig = Figure(figsize=(3.2 * len(panels) + 1.0, 2.6 * rows), layout="constrained")
-    axes = fig.subplots(rows, len(panels), squeeze=False)
+    fig = Figure(figsize=(3.2 * (len(panels) + 1) + 2.0, 2.6 * rows), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, len(panels) + 1, squeeze=False)
+    by_title: dict[tuple[int, str], Axes] = {}
     for c, (name, units) in enumerate(zip(result.names, result.units)):
-        images = [frame(c) for _, frame in panels]
-        vmin, vmax = float(min(np.nanmin(i) for i in images)), float(max(np.nanmax(i) for i in images))
-        for ax, (title, _), image in zip(axes[c], panels, images):
-            shown = ax.imshow(image, vmin=vmin, vmax=vmax, cmap="viridis", extent=result.extent, origin="upper")
+        scale = choose_scale(result.last_input[c], result.frames[:, c], label=colourbar_label(name, units))
+        for ax, (title, frame) in zip(axes[c], panels):
+            shown = draw_field(ax, frame(c), scale, extent=result.extent)
             ax.set_title(title, fontsize=9)
+            by_title[(c, title)] = ax
+        add_colourbar(fig, shown, axes[c, :-1], scale)
+        change = result.frames[-1, c] - result.last_input[c]
+        diff = difference_scale(result.frames[-1, c], result.last_input[c], label=colourbar_label("change", units))
+        ax = axes[c, -1]
+        add_colourbar(fig, draw_field(ax, change, diff, extent=result.extent), [ax], diff)
+        ax.set_title(change_title, fontsize=9)
+        by_title[(c, change_title)] = ax
         axes[c, 0].set_ylabel(name)
-        fig.colorbar(shown, ax=list(axes[c]), label=f"{name} [{units}]", shrink=0.9)
-    write_atomic(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    return fig, by_title
+
+
+def plot_forecast(result: Forecast, out: Path) -> None:
+    """:func:`forecast_figure` as a PNG at ``out``, written atomically."""
+    from stpred.apps._grid_io import write_atomic
+
+    fig, _ = forecast_figure(result)
+    write_atomic(out, lambda tmp: fig.savefig(tmp, format="png", dpi=fig.dpi))
 
 
 def summary(result: Forecast, out: Path, png: Path | None) -> str:
