@@ -22,6 +22,7 @@ from _helpers import run_module
 from _hydra import compose_config
 
 import stpred
+import stpred.apps.forecast
 from stpred.apps._grid_io import parse_time
 from stpred.apps.forecast import main
 from stpred.checkpoint import load_predictor
@@ -151,6 +152,54 @@ def test_init_time_selects_the_window_ending_there_and_plots(uk_ckpt, uk_path, u
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
     assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50  # maps and a colour bar, not a blank page
     assert leftovers(tmp_path) == []
+
+
+def drawn_colours(fig, ax, png: Path, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """``[len(ys), len(xs), 3]`` the colours of the PNG ``fig`` at the plot coordinates ``(x, y)`` of ``ax``."""
+    fig.savefig(png, format="png", dpi=fig.dpi)
+    page = matplotlib.image.imread(png)[..., :3]
+    gx, gy = np.meshgrid(xs, ys)
+    points = ax.transData.transform(np.stack([gx.ravel(), gy.ravel()], axis=1))
+    cols, rows = np.floor(points[:, 0]).astype(int), np.floor(page.shape[0] - points[:, 1]).astype(int)
+    return page[rows, cols].reshape(len(ys), len(xs), 3)
+
+
+def mapped(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> np.ndarray:
+    return matplotlib.colormaps[cmap](np.clip((values - vmin) / (vmax - vmin), 0, 1))[..., :3]
+
+
+@pytest.mark.parametrize("order", ["descending", "ascending"])
+def test_plot_draws_the_era5_input_north_up_on_a_kelvin_scale(
+    order, uk_ckpt, uk_path, shared_data, tmp_path, tmp_path_factory
+):
+    init = "2019-03-10T05:00"
+    ckpt, source = uk_ckpt, uk_path
+    if order == "ascending":  # the same file with rows stored south to north, and a checkpoint trained on it
+        source = tmp_path_factory.mktemp("asc") / "uk_ascending.nc"
+        with xr.open_dataset(uk_path) as ds:
+            ds.load().isel(latitude=slice(None, None, -1)).to_netcdf(source)
+        cfg = compose_config("train", ["data=era5_uk", f"paths.data_dir={shared_data}", f"data.path={source}"])
+        dm = hydra.utils.instantiate(cfg.data)
+        dm.setup()
+        assert dm.metadata()["latitude_order"] == "ascending"
+        ckpt = save_checkpoint(tmp_path / "asc.ckpt", "simvpv2", SMALL_SIMVP, dm.metadata())
+    result, _ = stpred.apps.forecast.run_forecast(ckpt, source, init_time=init, out=tmp_path / "uk.nc", device="cpu")
+    fig, axes = stpred.apps.forecast.forecast_figure(result)
+    ax = axes[(0, f"input {init}")]
+    norm = ax.images[0].norm
+    assert 260 < norm.vmin < norm.vmax < 295 and norm.vmax - norm.vmin > 3  # kelvin, not symmetric about zero
+    assert ax.images[0].cmap.name == "viridis"
+    meta = load_predictor(ckpt).metadata
+    lat, lon = np.asarray(meta["latitude"]), np.asarray(meta["longitude"])
+    with xr.open_dataset(source) as ds:
+        truth = ds["t2m"].sel(time=np.datetime64(init, "ns"), latitude=lat, longitude=lon).to_numpy()
+    got = drawn_colours(fig, ax, tmp_path / "uk.png", lon, lat)
+    np.testing.assert_allclose(got, mapped(truth, "viridis", norm.vmin, norm.vmax), atol=2.5 / 255)
+    top = ax.transData.transform((lon[0], lat.max()))[1]
+    assert top > ax.transData.transform((lon[0], lat.min()))[1]  # the northern row is drawn higher
+    change = axes[(0, "+12h - input")]
+    assert change.images[0].cmap.name == "RdBu_r" and change.images[0].norm.vmin == -change.images[0].norm.vmax
+    assert "t2m [K]" in {a.get_ylabel() for a in fig.axes}
 
 
 def test_iso_times_with_a_zone_are_read_as_utc():
@@ -417,6 +466,19 @@ def test_npy_forecast_uses_the_last_t_in_frames(vorticity, tmp_path, capsys):
     first = load_predictor(vorticity["ckpt"]).predict(torch.from_numpy(vorticity["frames"][:4])).numpy()
     assert np.abs(expected - first).max() > 1e-4  # the first frames would forecast differently
     assert (tmp_path / "ns.png").stat().st_size > 1000
+
+
+def test_plot_of_vorticity_is_diverging_about_zero(vorticity, tmp_path):
+    npy = vorticity["root"] / "vorticity.npy"
+    result, _ = stpred.apps.forecast.run_forecast(vorticity["ckpt"], npy, out=tmp_path / "ns.nc", device="cpu")
+    fig, axes = stpred.apps.forecast.forecast_figure(result)
+    ax = axes[(0, "input")]
+    norm = ax.images[0].norm
+    assert ax.images[0].cmap.name == "RdBu_r" and norm.vmin == -norm.vmax and 0 < norm.vmax < 10
+    last = vorticity["frames"][-1, 0]  # [16, 16], rows as stored (no latitude)
+    rows = cols = np.arange(16)
+    got = drawn_colours(fig, ax, tmp_path / "ns.png", cols, rows)
+    np.testing.assert_allclose(got, mapped(last, "RdBu_r", norm.vmin, norm.vmax), atol=2.5 / 255)
 
 
 def test_npy_errors(vorticity, tmp_path, capsys):
