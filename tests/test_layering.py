@@ -12,7 +12,7 @@ Layers, low to high; a module may import its own layer and the layers below it:
 4. ``layers``: ``stpred.layers``.
 5. ``models``: ``stpred.models`` and ``stpred.registry``, one layer: every model registers itself with
    ``register_model`` and the registry loads the built-in families on first use.
-6. ``api``: ``stpred.checkpoint`` (``load_predictor``).
+6. ``api``: ``stpred.checkpoint`` (``load_predictor``) and ``stpred.importers`` (reference weights -> checkpoints).
 7. ``datamodules``: ``stpred.datamodules``. Besides the order, they import only ``base`` and ``numerics`` (no
    kernels, layers, models, registry or checkpoint): datamodules know no model.
 8. ``tasks``: ``stpred.tasks``, ``stpred.callbacks``.
@@ -48,7 +48,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kernels", ("stpred.kernels",)),
     ("layers", ("stpred.layers",)),
     ("models", ("stpred.models", "stpred.registry")),
-    ("api", ("stpred.checkpoint",)),
+    ("api", ("stpred.checkpoint", "stpred.importers")),
     ("datamodules", ("stpred.datamodules",)),
     ("tasks", ("stpred.tasks", "stpred.callbacks")),
     ("apps", ("stpred.apps",)),
