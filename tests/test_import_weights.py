@@ -246,3 +246,132 @@ def test_weights_with_a_foreign_global_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="weights_only=True"):
         import_weights(bad, tmp_path / "out.ckpt", in_shape=SHAPE)
     assert not marker.exists() and not (tmp_path / "out.ckpt").exists()
+
+
+# --- every PredFormer arrangement and a deeper SimVP, through files laid out as the references lay them out ---
+
+#: The reference's transformer names per PredFormerLayer, in the order they are registered (= run), and the stacks
+#: of the full / factorised variants (whose files register space before temporal).
+PREDFORMER_LAYOUTS = {
+    "TSST": ["ts_temporal_transformer", "ts_space_transformer", "st_space_transformer", "st_temporal_transformer"],
+    "STTS": ["st_space_transformer", "st_temporal_transformer", "ts_temporal_transformer", "ts_space_transformer"],
+    "TS": ["ts_temporal_transformer", "ts_space_transformer"],
+    "ST": ["st_space_transformer", "st_temporal_transformer"],
+    "TST": ["temporal_transformer_first", "space_transformer", "temporal_transformer_second"],
+    "STS": ["space_transformer_first", "temporal_transformer", "space_transformer_second"],
+}
+PF_SHAPE = (4, 2, 16, 16)  # C = 2: the head's (c p1 p2) row order matters
+PF_KW = {"n_units": 2, "patch_size": 4, "dim": 16, "heads": 2, "dim_head": 8, "mlp_hidden": 24}
+
+
+def _randomise(model: torch.nn.Module) -> None:
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def _reference_gtb(sd: dict, block: int, ref: dict, prefix: str, k: int, with_norm: bool) -> None:
+    b = f"blocks.{block}."
+    for src, dst in (("norm1", "0.norm"), ("attn.proj", "0.fn.to_out.0"), ("norm2", "1.norm"),
+                     ("mlp.fc_gate", "1.fn.fc1_g"), ("mlp.fc_x", "1.fn.fc1_x"), ("mlp.fc_out", "1.fn.fc2")):
+        for n in ("weight", "bias"):
+            ref[f"{prefix}layers.{k}.{dst}.{n}"] = sd[f"{b}{src}.{n}"]
+        if src == "norm1":
+            ref[f"{prefix}layers.{k}.0.fn.to_qkv.weight"] = sd[f"{b}attn.qkv.weight"]
+    if with_norm:
+        for n in ("weight", "bias"):
+            ref[f"{prefix}norm.{n}"] = sd[f"{b}norm3.{n}"]
+
+
+def predformer_reference_state(model: torch.nn.Module, arrangement: str) -> dict[str, torch.Tensor]:
+    """The stpred model's weights under the reference's names; head rows reordered to ``(c p1 p2)`` by index."""
+    sd, ref = model.state_dict(), {}
+    ref["to_patch_embedding.1.weight"], ref["to_patch_embedding.1.bias"] = sd["embed.weight"], sd["embed.bias"]
+    n = PF_KW["n_units"]
+    if arrangement in PREDFORMER_LAYOUTS:
+        names = PREDFORMER_LAYOUTS[arrangement]
+        for i in range(n):
+            for j, name in enumerate(names):
+                _reference_gtb(sd, i * len(names) + j, ref, f"blocks.{i}.{name}.", 0, True)
+    else:
+        # full: one stack; fac_ts: temporal stack runs first but the file registers space_transformer first
+        stacks = {"full": [("space_temporal_transformer", 0)],
+                  "fac_ts": [("space_transformer", n), ("temporal_transformer", 0)]}[arrangement]
+        for name, first in stacks:
+            for k in range(n):
+                _reference_gtb(sd, first + k, ref, f"{name}.", k, k == n - 1)
+    c, p = PF_SHAPE[1], PF_KW["patch_size"]
+    w, b = sd["head.1.weight"], sd["head.1.bias"]
+    w_ref, b_ref = torch.empty_like(w), torch.empty_like(b)
+    for ci in range(c):
+        for i in range(p):
+            for j in range(p):
+                w_ref[ci * p * p + i * p + j] = w[(i * p + j) * c + ci]
+                b_ref[ci * p * p + i * p + j] = b[(i * p + j) * c + ci]
+    ref["mlp_head.0.weight"], ref["mlp_head.0.bias"] = sd["head.0.weight"], sd["head.0.bias"]
+    ref["mlp_head.1.weight"], ref["mlp_head.1.bias"] = w_ref, b_ref
+    return ref
+
+
+@pytest.mark.parametrize("arrangement", [*PREDFORMER_LAYOUTS, "full", "fac_ts"])
+def test_every_predformer_arrangement_imports_exactly(tmp_path: Path, arrangement: str) -> None:
+    from stpred.models.predformer import PredFormer
+
+    stacked = arrangement in ("full", "fac_ts")
+    model = PredFormer(in_shape=PF_SHAPE, out_frames=4, legacy_stack_norm=stacked,
+                       arrangement=arrangement if stacked else list(arrangement), **PF_KW).eval()  # fmt: skip
+    _randomise(model)
+    src = tmp_path / "checkpoint.pth"
+    torch.save(predformer_reference_state(model, arrangement), src)
+    out = tmp_path / "imported.ckpt"
+    # the per-layer variants are read from the keys (STTS from their order); fac_ts needs the flag
+    import_weights(src, out, in_shape=PF_SHAPE, heads=2, arrangement="fac_ts" if arrangement == "fac_ts" else None)
+    net = load_predictor(out).net
+    assert n_params(net) == n_params(model)
+    x = torch.rand(2, *PF_SHAPE, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x), atol=1e-6, rtol=0)
+
+
+OPENSTL_NAMES = (  # stpred -> OpenSTL, for the translator block's parts
+    ("layer_scale1", "layer_scale_1"), ("layer_scale2", "layer_scale_2"), ("attn.proj_in.", "attn.proj_1."),
+    ("attn.proj_out.", "attn.proj_2."), ("attn.dw_dilated.", "attn.spatial_gating_unit.conv_spatial."),
+    ("attn.dw.", "attn.spatial_gating_unit.conv0."), ("attn.gate.", "attn.spatial_gating_unit.conv1."),
+    ("mlp.dw.", "mlp.dwconv.dwconv."),
+)  # fmt: skip
+
+
+def test_simvp_with_middle_translator_blocks_and_two_upsamplings(tmp_path: Path) -> None:
+    from stpred.models.simvp import SimVPv2
+
+    model = SimVPv2(in_shape=(5, 2, 16, 16), out_frames=5, hid_S=4, hid_T=12, N_S=4, N_T=3, mlp_ratio=2.0).eval()
+    _randomise(model)
+    ref = {}
+    for key, value in model.state_dict().items():
+        parts = key.split(".")
+        if key.startswith("encoder.layers."):
+            name = f"enc.enc.{parts[2]}.conv.{parts[3]}.{parts[4]}"
+        elif key.startswith("decoder.layers."):
+            upsampling = parts[3] == "conv" and int(parts[2]) % 2 == 0  # decoder strides [2, 1] * (N_S / 2)
+            name = f"dec.dec.{parts[2]}.conv.{'conv.0' if upsampling else parts[3]}.{parts[4]}"
+        elif key.startswith("decoder.readout."):
+            name = f"dec.readout.{parts[2]}"
+        elif key.startswith("translator.proj_in."):
+            name = f"hid.enc.0.reduction.{parts[2]}"
+        elif key.startswith("translator.proj_out."):
+            name = f"hid.enc.2.reduction.{parts[2]}"
+        else:
+            rest = ".".join(parts[3:])
+            for new, old in OPENSTL_NAMES:
+                rest = rest.replace(new, old) if rest.startswith(new) else rest
+            name = f"hid.enc.{parts[2]}.block.{rest}"
+        ref[name] = value
+    src = tmp_path / "simvp.pth"
+    torch.save(ref, src)
+    out = tmp_path / "simvp.ckpt"
+    import_weights(src, out, in_shape=(5, 2, 16, 16))
+    net = load_predictor(out).net
+    x = torch.rand(2, 5, 2, 16, 16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x), atol=1e-6, rtol=0)

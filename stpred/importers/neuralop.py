@@ -64,6 +64,8 @@ _REQUIRED = {
     "separable": (False,),
     "preactivation": (False,),
     "positional_embedding": ("grid", None),
+    # Without the channel MLP neuralop applies its activation twice per block; stpred's block does not.
+    "use_channel_mlp": (True,),
     "channel_mlp_skip": ("soft-gating",),
 }
 _GELU = ("torch._C._nn.gelu", "torch.nn.functional.gelu")
@@ -83,8 +85,6 @@ def _check_options(meta: dict[str, Any]) -> None:
         raise UserError(f"{FAMILY}: n_modes={tuple(n_modes)} is {len(n_modes)}-D; stpred imports the 2-D FNO only")
     for key, allowed in _REQUIRED.items():
         value = meta.get(key, DEFAULTS[key])
-        if key == "channel_mlp_skip" and not meta.get("use_channel_mlp", True):
-            continue
         if value not in allowed:
             raise UserError(f"{FAMILY}: {key}={value!r} is not reproduced by stpred's fno2d (it needs {allowed[0]!r})")
     padding = meta.get("domain_padding")
@@ -141,7 +141,8 @@ def fno_plan(
     n_lift = _n_layers(state, "lifting.fcs.")
     out_channels = int(state["projection.fcs.1.weight"].shape[0])
     proj_hidden = int(state["projection.fcs.0.weight"].shape[0])
-    use_mlp = any(k.startswith("fno_blocks.channel_mlp.") for k in state)
+    if not any(k.startswith("fno_blocks.channel_mlp.") for k in state):
+        raise UserError(f"{FAMILY}: the file has no channel MLPs (use_channel_mlp=False); stpred imports the default")
     grid = "periodic" if meta.get("positional_embedding", "grid") == "grid" else "none"
     if out_channels == c:
         mode, frames = "autoregressive", int(out_frames or 1)
@@ -154,13 +155,10 @@ def fno_plan(
         "mode": mode,
         "lift_hidden": int(state["lifting.fcs.0.weight"].shape[0]) if n_lift == 2 else None,
         "proj_hidden": proj_hidden,
-        "channel_mlp": None,
+        "channel_mlp": int(state["fno_blocks.channel_mlp.0.fcs.0.weight"].shape[0]) / width,
         "grid": grid,
         "spectral_norm": "forward",
     }
-    if use_mlp:
-        hidden = int(state["fno_blocks.channel_mlp.0.fcs.0.weight"].shape[0])
-        kwargs["channel_mlp"] = hidden / width
     if n_lift not in (1, 2):
         raise UserError(f"{FAMILY}: the lifting MLP has {n_lift} layers; stpred's fno2d takes one or two")
 
@@ -195,14 +193,12 @@ def fno_plan(
             Entry(f"{blk}convs.{i}.bias", f"{dst}pointwise.bias", lambda t: t.reshape(-1), lambda s: (*s, 1, 1)),
             Entry(f"{blk}fno_skips.{i}.conv.weight", f"{dst}pointwise.weight", lambda t: conv1x1(t), lambda s: s[:-1]),
         ]
-        if use_mlp:
-            for j in range(2):
-                entries += [
-                    Entry(f"{blk}channel_mlp.{i}.fcs.{j}.weight", f"{dst}mlp.{2 * j}.weight", conv1x1,
-                          lambda s: s[:-1]),
-                    Entry(f"{blk}channel_mlp.{i}.fcs.{j}.bias", f"{dst}mlp.{2 * j}.bias"),
-                ]  # fmt: skip
-            entries.append(Entry(f"{blk}channel_mlp_skips.{i}.weight", f"{dst}gate"))
+        for j in range(2):
+            entries += [
+                Entry(f"{blk}channel_mlp.{i}.fcs.{j}.weight", f"{dst}mlp.{2 * j}.weight", conv1x1, lambda s: s[:-1]),
+                Entry(f"{blk}channel_mlp.{i}.fcs.{j}.bias", f"{dst}mlp.{2 * j}.bias"),
+            ]
+        entries.append(Entry(f"{blk}channel_mlp_skips.{i}.weight", f"{dst}gate"))
     ref = sum(v.numel() for v in state.values() if isinstance(v, torch.Tensor))
     return Plan(
         family=FAMILY,
