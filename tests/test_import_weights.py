@@ -375,3 +375,48 @@ def test_simvp_with_middle_translator_blocks_and_two_upsamplings(tmp_path: Path)
     x = torch.rand(2, 5, 2, 16, 16, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         torch.testing.assert_close(net(x), model(x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        # OpenSTL's TAU translator has a squeeze-excitation MLP in its attention: not a gSTA block
+        (lambda s: {**s, "hid.enc.0.block.attn.spatial_gating_unit.fc.0.weight": torch.zeros(5, 80)}, "gSTA"),
+        # SimVP v1 (IncepU) has no hid.enc.{i}.block
+        (lambda s: {k: v for k, v in s.items() if not k.startswith("hid.")} | {"hid.enc.0.conv1.weight":
+                    torch.zeros(32, 80, 1, 1), "hid.dec.0.conv1.weight": torch.zeros(32, 64, 1, 1)}, "not gSTA"),
+        (lambda s: {k: v for k, v in s.items() if k != "dec.readout.bias"}, "tensor decoder.readout.bias"),
+        (lambda s: {f"x{k}": v for k, v in s.items()}, "cannot tell which reference"),
+    ],
+)
+def test_openstl_files_stpred_cannot_reproduce_are_refused(peer: Path, tmp_path: Path, edit, fragment: str) -> None:
+    state = torch.load(peer / "openstl_simvp_gsta_mmnist_small.pth", weights_only=True)
+    src = tmp_path / "other.pth"
+    torch.save(edit(dict(state)), src)
+    with pytest.raises(UserError, match=fragment):
+        import_weights(src, tmp_path / "out.ckpt", in_shape=SHAPE)
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("preactivation", True, "preactivation=True"),
+        ("norm", "group_norm", "norm='group_norm'"),
+        ("n_modes", (12, 12, 12), "3-D"),
+        ("channel_mlp_skip", "linear", "channel_mlp_skip='linear'"),
+        ("use_channel_mlp", False, "use_channel_mlp=False"),
+        ("factorization", "tucker", "factorization='tucker'"),
+    ],
+)
+def test_neuralop_options_stpred_cannot_reproduce_are_refused(
+    peer: Path, tmp_path: Path, key: str, value, fragment: str
+) -> None:
+    meta = dict(read_reference(peer / "neuralop_fno2d_small.pt").meta)
+    meta = {k: v for k, v in meta.items() if k not in ("non_linearity", "conv_module")}  # plain values only
+    meta_file = tmp_path / "fno_metadata.pkl"
+    meta_file.write_bytes(pickle.dumps({**meta, key: value}))
+    out = tmp_path / "out.ckpt"
+    with pytest.raises(UserError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        import_weights(peer / "neuralop_fno2d_small.pt", out, in_shape=SHAPE, metadata_file=meta_file)
+    assert not out.exists()
