@@ -362,7 +362,7 @@ def read_source(
     return ArraySource(np.ascontiguousarray(data), bool(series), seconds, names, known_units, [str(f) for f in files])
 
 
-# -- splits and windows -------------------------------------------------------------------------------------------------
+# -- splits and windows ----------------------------------------------------------------------------------------------
 def _date_index(seconds: np.ndarray, start: Any, end: Any, split: str) -> tuple[int, int]:
     import pandas as pd
 
@@ -451,7 +451,7 @@ class ArrayWindows(Dataset):
         return item
 
 
-# -- datamodule ---------------------------------------------------------------------------------------------------------
+# -- datamodule ------------------------------------------------------------------------------------------------------
 def _as_list(value: Any) -> list[str] | None:
     if value is None:
         return None
