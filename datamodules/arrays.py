@@ -92,12 +92,7 @@ def parse_layout(layout: str | None, ndim: int, where: str = "data") -> str:
             raise UserError(f"{where}: an array of {ndim} axes; set data.layout= (e.g. THW, TCHW, NTCHW, THWC)")
         return DEFAULT_LAYOUTS[ndim]
     text = str(layout).strip().upper()
-    ok = (
-        set(text) <= set(AXES)
-        and len(set(text)) == len(text)
-        and {"T", "H", "W"} <= set(text)
-        and len(text) == ndim
-    )
+    ok = set(text) <= set(AXES) and len(set(text)) == len(text) and {"T", "H", "W"} <= set(text) and len(text) == ndim
     if not ok:
         raise UserError(
             f"{where}: data.layout={layout!r} does not fit an array of {ndim} axes; give one letter per axis from "
