@@ -74,6 +74,18 @@ def _channel_ln(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+def _upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2 upsampling ``[N, C, H, W] -> [N, C, 2H, 2W]`` (the values of
+    ``F.interpolate(x, scale_factor=2, mode="nearest")``) as a broadcast, so its backward is a plain sum.
+
+    Why not ``F.interpolate``: Inductor (PyTorch 2.13, CPU) lowers its backward to an accumulating ``index_put`` into
+    a zeros buffer and, in the decoder's graph, schedules the residual branch's conv backward before that scatter, so
+    the branch read zeros and the ConvS5 forecast gradients were wrong (eager and aot_eager were right).
+    """
+    n, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+
 class ResBlock(nn.Module):
     """TECO's residual block: ``skip(x) + 0.1·[GN → ELU → conv3x3 → GN → ELU → conv3x3](x)``.
 
@@ -186,7 +198,7 @@ class ConvS5Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.blocks[0](self.stem(z))
         for block in self.blocks[1:]:
-            x = block(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            x = block(_upsample2x(x))
         x = self.proj(self.norm(x.permute(0, 2, 3, 1)))
         return x.permute(0, 3, 1, 2)
 
