@@ -25,6 +25,7 @@ import xarray as xr
 from _datafiles import ARM, POOL, flow_stamps, make_cvdf, write_flow_h5, write_netcdf
 
 from stpred.datamodules.base import CLASSIFY_METADATA_KEYS, METADATA_KEYS, shapes_from_data_config
+from stpred.datamodules.video_io import write_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,6 +102,27 @@ def _era5_uk(folder: Path, shared: Path, fx: dict) -> dict:
     }  # fmt: skip
 
 
+def _arrays(folder: Path, shared: Path, fx: dict) -> dict:
+    time = pd.date_range("2022-05-01", periods=40, freq="h").delete([20, 21])  # a gap of two hours
+    values = np.random.default_rng(0).standard_normal((len(time), 5, 6)).astype(np.float32)
+    write_netcdf(folder / "own.nc", xr.Dataset({"v": (("time", "y", "x"), values, {"units": "m"})}, {"time": time}))
+    return {
+        "_target_": "stpred.datamodules.arrays.ArrayDataModule",
+        "path": str(folder / "own.nc"), "t_in": 3, "t_out": 2, "splits": [0.6, 0.2, 0.2], "batch_size": 4,
+    }  # fmt: skip
+
+
+def _frames(folder: Path, shared: Path, fx: dict) -> dict:
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        write_video(folder / f"v{i}.mp4", rng.integers(0, 255, (8, 12, 14, 3), dtype=np.uint8), fps=5.0)
+    return {
+        "_target_": "stpred.datamodules.frames.FramesDataModule",
+        "root": str(folder), "t_in": 2, "t_out": 2, "image_size": 8, "color": "rgb", "splits": [0.6, 0.2, 0.2],
+        "batch_size": 2,
+    }  # fmt: skip
+
+
 KINETICS_SPLITS = {
     "train": [(ARM, "aw_train_a"), (POOL, "cp_train_a"), (ARM, "aw_train_b"), (POOL, "cp_train_b")],
     "val": [(ARM, "aw_val"), (POOL, "cp_val")],
@@ -144,6 +166,14 @@ def _clips(ds, split: str) -> set:
     return {Path(e.path).name for e in ds.entries}
 
 
+def _array_frames(ds, split: str) -> set:
+    return {int(ds.seconds[s + k]) for _, s in ds.windows for k in range(ds.t_in + ds.t_out)}
+
+
+def _sequences(ds, split: str) -> set:
+    return set(ds.names)
+
+
 CASES = {
     "mmnist": Case(_mmnist, _digits),
     "navier_stokes": Case(_navier_stokes, _trajectories),
@@ -152,6 +182,8 @@ CASES = {
     "era5_uk": Case(_era5_uk, _weather_frames, first_time=_utc("2019-03-01T00:00")),
     "kinetics": Case(_kinetics("classify"), _clips),
     "kinetics_forecast": Case(_kinetics("forecast"), _clips),
+    "arrays": Case(_arrays, _array_frames, first_time=_utc("2022-05-01T00:00")),
+    "frames": Case(_frames, _sequences),
 }
 
 
