@@ -471,6 +471,8 @@ class ArrayDataModule(ForecastDataModule):
         channels: channel names; ``None`` reads them from the files or numbers them.
         units: channel units; ``None`` reads them from the files or says ``unknown``.
         name: the dataset name recorded in ``metadata()``.
+        frame_shape: ``[C, H, W]`` that :meth:`shapes_from_config` answers while ``path`` does not exist yet;
+            unused once the data is there (its header decides).
         batch_size: training batch size.
         eval_batch_size: validation/test batch size.
         num_workers: DataLoader workers.
@@ -493,6 +495,7 @@ class ArrayDataModule(ForecastDataModule):
         channels: Sequence[str] | None = None,
         units: Sequence[str] | None = None,
         name: str = "arrays",
+        frame_shape: Sequence[int] | None = None,
         batch_size: int = 16,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -522,9 +525,16 @@ class ArrayDataModule(ForecastDataModule):
 
     @classmethod
     def shapes_from_config(cls, cfg: Mapping[str, Any]) -> DataShapes:
-        """``(t_in, C, H, W)`` -> ``t_out`` from the first file's header (no values read)."""
-        args = {k: cls.config_value(cfg, k) for k in ("path", "variable", "layout", "t_in", "t_out", "time_key")}
-        frame = header_shape(args["path"], _as_list(args["variable"]), args["layout"], str(args["time_key"]))
+        """``(t_in, C, H, W)`` -> ``t_out`` from the first file's header (no values read); ``frame_shape`` when
+        the file is not there (config checks, benchmarks)."""
+        keys = ("path", "variable", "layout", "t_in", "t_out", "time_key", "frame_shape")
+        args = {k: cls.config_value(cfg, k) for k in keys}
+        if args["path"] is not None and Path(str(args["path"])).expanduser().exists():
+            frame = header_shape(args["path"], _as_list(args["variable"]), args["layout"], str(args["time_key"]))
+        elif args["frame_shape"] is not None and len(args["frame_shape"]) == 3:
+            frame = tuple(int(v) for v in args["frame_shape"])
+        else:
+            raise UserError(f"data.path={args['path']} does not exist and data.frame_shape=[C, H, W] is not set")
         return DataShapes("forecast", (int(args["t_in"]), *frame), out_frames=int(args["t_out"]))
 
     def _fill(self, data: np.ndarray, nan: np.ndarray, train: np.ndarray, source: ArraySource) -> None:
