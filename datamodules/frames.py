@@ -9,7 +9,8 @@ to a clip), converted to grey (``color: grey``, OpenCV's luma) or kept RGB, and 
 Samples are windows of ``t_in + t_out`` frames, ``frame_stride`` frames apart, starting every ``stride`` frames
 within one sequence: ``{"x": [T_in, C, H, W], "y": [T_out, C, H, W], "index"}`` float32 in [0, 1] (mean 0, std 1,
 ``data_range`` 1, so metrics are in pixel units). Splits are fractions ``[train, val, test]`` of the sequences in
-name order: a sequence belongs to one split only. Sequences shorter than one window are skipped with a warning.
+name order (a split with a positive fraction gets at least one): a sequence belongs to one split only. Sequences
+shorter than one window are skipped with a warning.
 
 Examples:
     >>> from stpred.datamodules.frames import FramesDataModule
@@ -36,7 +37,7 @@ from stpred.datamodules.kinetics import crop_offsets, resize_short_side
 from stpred.datamodules.video_io import read_clip, video_info
 from stpred.errors import UserError, check
 
-__all__ = ["FrameWindows", "FramesDataModule", "find_sequences", "prepare_frames", "read_sequence"]
+__all__ = ["FrameWindows", "FramesDataModule", "find_sequences", "prepare_frames", "read_sequence", "sequence_cuts"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,16 @@ def read_sequence(path: Path, size: tuple[int, int], color: str) -> np.ndarray:
             for a in range(0, count, READ_CHUNK)
         ]
     return np.concatenate(parts) if parts else np.zeros((0, *size, 1 if color == "grey" else 3), np.uint8)
+
+
+def sequence_cuts(fractions: Sequence[float], n: int) -> list[int]:
+    """Boundaries ``[0, a, b, c]`` of train/val/test among ``n`` sequences: a split with a positive fraction gets
+    at least one sequence (taken from train), so that 5 sequences at ``[0.8, 0.1, 0.1]`` give 3 / 1 / 1."""
+    val, test = (max(1, round(f * n)) if f > 0 else 0 for f in fractions[1:])
+    train = min(round(fractions[0] * n), n - val - test)
+    if train < 1:
+        raise UserError(f"data.root: {n} sequences are too few for splits {list(fractions)}; add sequences")
+    return [0, train, train + val, train + val + test]
 
 
 class FrameWindows(Dataset):
@@ -218,7 +229,7 @@ class FramesDataModule(ForecastDataModule):
             return
         paths = find_sequences(self.root)
         n = len(paths)
-        cuts = np.round(np.cumsum([0.0, *self.fractions]) * n).astype(int)
+        cuts = sequence_cuts(self.fractions, n)
         span = (self.t_in + self.t_out - 1) * self.frame_stride + 1
         for i, split in enumerate(SPLITS):
             chosen = paths[cuts[i] : cuts[i + 1]]

@@ -23,7 +23,7 @@ from stpred.apps.train import train
 from stpred.checkpoint import load_predictor
 from stpred.datamodules.arrays import ArrayDataModule
 from stpred.datamodules.base import shapes_from_data_config
-from stpred.datamodules.frames import FramesDataModule
+from stpred.datamodules.frames import FramesDataModule, sequence_cuts
 from stpred.datamodules.video_io import read_clip, write_video
 from stpred.errors import UserError
 
@@ -295,6 +295,14 @@ def test_frames_image_sequences_split_by_sequence_and_match_the_pixels(tmp_path)
     cfg = {"_target_": "stpred.datamodules.frames.FramesDataModule", "root": "unused", "t_in": 3, "t_out": 2,
            "image_size": 16, "color": "rgb"}  # fmt: skip
     assert shapes_from_data_config(cfg).in_shape == (3, 3, 16, 16)
+
+
+def test_sequence_splits_give_every_split_a_sequence():
+    assert sequence_cuts([0.8, 0.1, 0.1], 5) == [0, 3, 4, 5]
+    assert sequence_cuts([0.8, 0.1, 0.1], 10) == [0, 8, 9, 10]
+    assert sequence_cuts([0.5, 0.0, 0.5], 4) == [0, 2, 2, 4]
+    with pytest.raises(UserError, match="too few"):
+        sequence_cuts([0.8, 0.1, 0.1], 2)
 
 
 def test_frames_train_then_demo_on_a_clip(tmp_path):
