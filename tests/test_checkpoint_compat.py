@@ -1,4 +1,4 @@
-"""Checkpoints written by earlier stpred releases keep loading and predicting exactly.
+"""Checkpoints written by earlier stpred releases keep loading and predicting as they did (to float rounding).
 
 ``tests/data/stpred-0.1.0_fno2d_ns16.ckpt`` was written by stpred 0.1.0 (commit 7962005, before the model and task
 bases): the quickstart preset shrunk to 16x16 Navier-Stokes, FNO-2D width 8, modes 4, one epoch. Its ``_io.npz`` holds
@@ -27,7 +27,8 @@ def test_a_0_1_0_checkpoint_predicts_what_0_1_0_predicted():
         predictor = stpred.load_predictor(CKPT)
     assert predictor.model_name == "fno2d" and predictor.in_shape == (4, 1, 16, 16) and predictor.out_frames == 3
     y = predictor.predict(torch.from_numpy(io["x"])).numpy()
-    np.testing.assert_array_equal(y, io["y"])
+    # Same weights and code path; only float summation order may differ with the thread count (seen: 3e-9).
+    np.testing.assert_allclose(y, io["y"], rtol=1e-5, atol=1e-7)
 
 
 def test_a_0_1_0_checkpoint_rebuilds_its_task():
