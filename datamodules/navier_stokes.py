@@ -1,7 +1,7 @@
 """Navier-Stokes vorticity forecasting (FNO benchmark, docs/data.md section 5): generated and cached, or read from
 ``.mat``.
 
-Without ``file``, trajectories are generated with :mod:`stpred.datamodules.ns_solver` (FNO forcing, GRF initial
+Without ``file``, trajectories are generated with :mod:`stpred.physics.navier_stokes` (FNO forcing, GRF initial
 conditions, one frame every ``frame_dt`` from ``t = frame_dt``) and cached as HDF5 under ``root``; the file name
 carries the main parameters and a hash of all of them, and the file is written to a temporary name and renamed,
 so an interrupted run never leaves a cache that looks complete. With ``file``, an FNO ``.mat`` (v7.3 or older) is
@@ -183,7 +183,7 @@ class NavierStokesDataModule(ForecastDataModule):
         t_out: target frames.
         n_frames: frames per generated trajectory; defaults to ``t_in + t_out``.
         frame_dt: time between saved frames (generation; a file's ``t`` overrides it).
-        dt: largest solver step; defaults to :func:`~stpred.datamodules.ns_solver.default_dt`.
+        dt: largest solver step; defaults to :func:`~stpred.physics.navier_stokes.default_dt`.
         scheme: solver scheme, ``"heun"`` (second order) or ``"euler"`` (FNO's).
         precision: solver precision, ``"float32"`` or ``"float64"`` (frames are stored as float32).
         seed: generation seed.
