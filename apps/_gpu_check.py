@@ -42,8 +42,10 @@ def run_cuda_tests(repo: Path, timeout_s: float) -> tuple[bool, str]:
         )
     except subprocess.TimeoutExpired:
         return False, f"CUDA tests did not finish in {timeout_s:.0f} s"
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    summary = lines[-1] if lines else proc.stderr.strip().splitlines()[-1:]
+    # pytest's closing line ends stdout; a run that died before it leaves its reason last on stderr.
+    lines = [line for text in (proc.stdout, proc.stderr) for line in text.splitlines() if line.strip()]
+    stdout_lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    summary = (stdout_lines or lines or [f"pytest exited {proc.returncode} with no output"])[-1]
     return proc.returncode == 0, f"{summary} ({time.perf_counter() - started:.0f} s)"
 
 
