@@ -40,6 +40,7 @@ __all__ = [
     "forecast_input_frames",
     "lead_metrics",
     "roll_out",
+    "side_by_side_frames",
     "write_classification",
     "write_forecast",
 ]
@@ -361,7 +362,7 @@ def _put(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0
     cv2.putText(image, text, origin, FONT, scale, WHITE, 1, cv2.LINE_AA)
 
 
-def _side_by_side_frames(result: ForecastResult) -> np.ndarray:
+def side_by_side_frames(result: ForecastResult) -> np.ndarray:
     """uint8 ``[T_in + N, h, w, 3]``: context frames on both sides, then truth | forecast with labels and counters."""
     context = _to_rgb_uint8(result.context, min_side=MIN_PANEL_SIDE)
     truth = _to_rgb_uint8(result.truth, min_side=MIN_PANEL_SIDE) if len(result.truth) else None
@@ -412,7 +413,7 @@ def _strip_image(result: ForecastResult) -> np.ndarray:
 
 def write_forecast(out_dir: Path, path: Path, result: ForecastResult, record: dict[str, Any]) -> list[Path]:
     """Write ``<stem>_forecast.mp4`` (truth | forecast), ``<stem>_forecast.png`` (strip) and ``_forecast.json``."""
-    video_path = write_video(out_dir / f"{path.stem}_forecast.mp4", _side_by_side_frames(result), fps=FORECAST_FPS)
+    video_path = write_video(out_dir / f"{path.stem}_forecast.mp4", side_by_side_frames(result), fps=FORECAST_FPS)
     png_path = write_png(out_dir / f"{path.stem}_forecast.png", _strip_image(result))
     scored = [row for row in result.metrics if row["psnr"] is not None]
     payload = {
