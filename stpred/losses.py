@@ -5,6 +5,12 @@
 ``[B, T, C, H, W]``) or ``"classify"`` (logits ``[B, K]``, labels ``[B]``); forecast losses say whether they take
 normalised or physical (de-normalised) values.
 
+**Masks.** Every forecast loss takes an optional keyword ``valid``: a bool tensor broadcastable to ``pred``
+(``[B, T, C, H, W]``; True = observed). Masked entries of ``pred`` and ``target`` may hold anything, NaN included:
+they are replaced with :func:`torch.where` before any arithmetic, so they neither change the value nor give NaN
+gradients. Means run over the valid values only; a batch with no valid value gives 0 (still attached to the graph).
+``valid=None`` runs the unmasked code unchanged.
+
 **Sobolev norms** of periodic fields on the unit torus, computed spectrally (Parseval), and a loss built on them.
 With ``v_hat_k`` the Fourier coefficients of ``v`` on ``[0, 1)^2`` (``rfft2(v) / (X * Y)`` on an ``X x Y`` grid),
 
@@ -27,6 +33,8 @@ Examples:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import warnings
 from collections.abc import Callable
@@ -46,6 +54,7 @@ __all__ = [
     "list_losses",
     "register_loss",
     "convs5_loss",
+    "expand_valid",
     "sobolev_norm",
     "sobolev_weights",
     "SobolevLoss",
@@ -236,8 +245,30 @@ class Loss:
     fn: Callable[..., torch.Tensor]
     options: dict[str, Any] = field(default_factory=dict)
 
-    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.fn(pred, target, **self.options)
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, *, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of ``pred`` against ``target``; ``valid`` (bool, broadcastable to ``pred``) masks values out.
+
+        Raises:
+            ConfigError: ``valid`` given to a loss whose function has no ``valid`` keyword.
+        """
+        if valid is None:
+            return self.fn(pred, target, **self.options)
+        if not _takes_valid(self.fn):
+            raise ConfigError(
+                f"loss='{self.name}' does not take a validity mask; this data has masked values, so use a loss "
+                f"that does ({', '.join(n for n in list_losses(self.kind) if _takes_valid(_LOSSES[n].fn))}) or "
+                "fill the masked values (data.fill_nan=mean)"
+            )
+        return self.fn(pred, target, valid=valid, **self.options)
+
+
+@functools.cache
+def _takes_valid(fn: Callable[..., torch.Tensor]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "valid" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 _LOSSES: dict[str, Loss] = {}
@@ -284,38 +315,95 @@ def create_loss(name: str, kind: str | None = None, **options: Any) -> Loss:
     return Loss(spec.name, spec.kind, spec.physical_units, spec.fn, dict(options))
 
 
+def expand_valid(valid: torch.Tensor, shape: torch.Size | tuple[int, ...], who: str) -> torch.Tensor:
+    """``valid`` checked and broadcast (a view, no copy) to ``shape``, on its own device.
+
+    Args:
+        valid: bool mask broadcastable to ``shape`` (e.g. ``[1, 1, C, H, W]`` static or ``[B, T, C, H, W]``).
+        shape: the shape of the values it masks.
+        who: the caller's name, for the error message.
+
+    Raises:
+        ValueError: not a bool tensor, or not broadcastable to ``shape``.
+    """
+    if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool:
+        kind = valid.dtype if isinstance(valid, torch.Tensor) else type(valid).__name__
+        raise ValueError(f"{who}: valid must be a bool tensor (True = observed), got {kind}")
+    shape = tuple(shape)
+    try:
+        ok = valid.ndim <= len(shape) and torch.broadcast_shapes(valid.shape, shape) == shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{who}: valid of shape {tuple(valid.shape)} does not broadcast to the values {shape}")
+    return valid.expand(shape)
+
+
+def _valid_diff(
+    pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, who: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pred - target`` with masked entries set to 0 (float32 at least), and the number of valid values."""
+    if pred.shape != target.shape:
+        raise ValueError(f"{who}: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    v = expand_valid(valid.to(pred.device), pred.shape, who)
+    # Half-precision sums of many squares lose digits (F.mse_loss autocasts to float32 for the same reason).
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    # torch.where, not a product with the mask: NaN * 0 is NaN, in the value and in the gradient.
+    diff = torch.where(v, pred.to(dtype) - target.to(dtype), 0.0)
+    return diff, v.sum().to(dtype).clamp(min=1)
+
+
 @register_loss("mse", kind="forecast")
-def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over every element (normalised values)."""
-    return F.mse_loss(pred, target)
+def mse_loss(pred: torch.Tensor, target: torch.Tensor, *, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over every (valid) element (normalised values)."""
+    if valid is None:
+        return F.mse_loss(pred, target)
+    diff, count = _valid_diff(pred, target, valid, "mse_loss")
+    return diff.square().sum() / count
 
 
 @register_loss("mse+l1", kind="forecast")
-def mse_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared plus mean absolute error (normalised values)."""
-    return F.mse_loss(pred, target) + F.l1_loss(pred, target)
+def mse_l1_loss(pred: torch.Tensor, target: torch.Tensor, *, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared plus mean absolute error over every (valid) element (normalised values)."""
+    if valid is None:
+        return F.mse_loss(pred, target) + F.l1_loss(pred, target)
+    diff, count = _valid_diff(pred, target, valid, "mse_l1_loss")
+    return diff.square().sum() / count + diff.abs().sum() / count
 
 
 # Relative errors are not shift-invariant: they are taken in physical units, as FNO's LpLoss does.
 @register_loss("rel_l2", kind="forecast", physical_units=True)
-def rel_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Batch mean of the per-sample relative L2 error ``||pred - target|| / ||target||`` (physical values)."""
-    # Imported here so that the models, which import this module, do not pull in torchmetrics.
-    from stpred.metrics import relative_l2
+def rel_l2_loss(pred: torch.Tensor, target: torch.Tensor, *, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Batch mean of the per-sample relative L2 error ``||pred - target|| / ||target||`` (physical values).
 
-    return relative_l2(pred, target).mean()
+    With ``valid`` both norms run over the sample's valid values, and the mean over the samples that have any
+    (0 when none has).
+    """
+    # Imported here so that the models, which import this module, do not pull in torchmetrics.
+    from stpred.metrics import relative_l2, valid_norms
+
+    if valid is None:
+        return relative_l2(pred, target).mean()
+    err, ref, count = valid_norms(pred, target, valid, dim_start=1)
+    has = count > 0
+    # A sample without valid values has err = 0; dividing by 1 keeps its value and gradient at 0, not 0/0.
+    ratio = err / torch.where(has, ref, torch.ones_like(ref))
+    return ratio.sum() / has.sum().to(ratio.dtype).clamp(min=1)
 
 
 @register_loss("convs5", kind="forecast")
-def convs5_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def convs5_loss(pred: torch.Tensor, target: torch.Tensor, *, valid: torch.Tensor | None = None) -> torch.Tensor:
     """ConvS5's reconstruction loss ``0.5·(2·L2) + 0.5·L1`` (normalised values).
 
     ``L2`` is optax's ``l2_loss = ½·(pred − target)²``, so ``2·L2`` is the squared error. Both terms are summed over
-    the last two axes (H, W) and then averaged over every other axis.
+    the last two axes (H, W) and then averaged over every other axis, which is ``H·W`` times the mean over every
+    element. With ``valid`` it is ``H·W`` times the mean over the valid elements: masked pixels neither add error nor
+    dilute it, and an all-valid mask gives the unmasked value.
 
     Args:
         pred: predictions ``[..., H, W]``, e.g. ``[B, T, C, H, W]``.
         target: targets of the same shape.
+        valid: optional bool mask broadcastable to ``pred`` (True = observed).
 
     Returns:
         A scalar.
@@ -326,9 +414,13 @@ def convs5_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     if pred.shape != target.shape:
         raise ValueError(f"convs5_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    diff = pred - target
-    per_image = (0.5 * diff.square() + 0.5 * diff.abs()).sum(dim=(-2, -1))
-    return per_image.mean()
+    if valid is None:
+        diff = pred - target
+        per_image = (0.5 * diff.square() + 0.5 * diff.abs()).sum(dim=(-2, -1))
+        return per_image.mean()
+    diff, count = _valid_diff(pred, target, valid, "convs5_loss")
+    pixels = pred.shape[-2] * pred.shape[-1]
+    return (0.5 * diff.square() + 0.5 * diff.abs()).sum() * pixels / count
 
 
 @register_loss("cross_entropy", kind="classify")

@@ -9,6 +9,9 @@ global RMSE), ``mse_frame``/``mae_frame`` (OpenSTL/PredFormer tables: per-frame 
 (OpenSTL >= 0.2, float, per frame), ``psnr_uint8`` (SimVP-v1 quantised convention), ``ssim`` (Wang et al.
 Gaussian window, explicit data range, valid region), ``rel_l2``/``rel_l2_step`` (FNO full/step), and
 ``rmse_lat``/``mae_lat`` (WeatherBench-2 area weights, sqrt after the time mean).
+
+``update(pred, target, valid=...)`` takes an optional bool mask (True = observed) broadcastable to
+``[B, T, C, H, W]``: every metric then runs over the valid values only (docs/metrics.md, "Masked cells").
 """
 
 from __future__ import annotations
@@ -24,20 +27,48 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from stpred.errors import ConfigError
+from stpred.losses import expand_valid
 
-__all__ = ["ForecastMetrics", "latitude_area_weights", "relative_l2", "ssim_per_frame"]
+__all__ = ["ForecastMetrics", "latitude_area_weights", "relative_l2", "ssim_per_frame", "valid_norms"]
 
 
-def relative_l2(pred: Tensor, target: Tensor, dim_start: int = 1) -> Tensor:
+def valid_norms(pred: Tensor, target: Tensor, valid: Tensor, dim_start: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    """``‖ŷ − y‖₂``, ``‖y‖₂`` and the number of valid values per sample, over the valid values only.
+
+    Masked entries (any value, NaN included) are replaced by 0 with :func:`torch.where` first, so they give
+    neither NaN values nor NaN gradients; a sample without valid values has both norms 0.
+
+    Args:
+        pred: Prediction, e.g. ``[B, T, C, H, W]``.
+        target: Target of the same shape.
+        valid: Bool mask broadcastable to ``pred`` (True = observed).
+        dim_start: First dimension that belongs to the vector; the leading ones index samples.
+
+    Returns:
+        Three ``pred.shape[:dim_start]`` tensors (the counts are int64).
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"relative_l2: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    if not 0 <= dim_start < pred.ndim:
+        raise ValueError(f"relative_l2: dim_start={dim_start} is outside [0, {pred.ndim}) for a {pred.ndim}-D input")
+    v = expand_valid(valid.to(pred.device), pred.shape, "relative_l2")
+    err = torch.linalg.vector_norm(torch.where(v, pred - target, 0.0).flatten(dim_start), dim=-1)
+    ref = torch.linalg.vector_norm(torch.where(v, target, 0.0).flatten(dim_start), dim=-1)
+    return err, ref, v.flatten(dim_start).sum(-1)
+
+
+def relative_l2(pred: Tensor, target: Tensor, dim_start: int = 1, valid: Tensor | None = None) -> Tensor:
     """Relative L2 error ``‖ŷ − y‖₂ / ‖y‖₂`` per sample (FNO ``LpLoss(p=2).rel``), differentiable.
 
     All dimensions from ``dim_start`` on are flattened into one vector per sample; a target with zero norm
-    gives ``inf``/``nan`` exactly as FNO's loss does.
+    gives ``inf``/``nan`` exactly as FNO's loss does. With ``valid`` both norms run over the valid values
+    (:func:`valid_norms`); a sample without any is ``nan``.
 
     Args:
         pred: Prediction, e.g. ``[B, T, C, H, W]``.
         target: Target of the same shape.
         dim_start: First dimension that belongs to the vector; the leading ones index samples.
+        valid: Optional bool mask broadcastable to ``pred`` (True = observed).
 
     Returns:
         ``pred.shape[:dim_start]``: ``[B]`` for the default (the FNO "full" trajectory error).
@@ -47,6 +78,9 @@ def relative_l2(pred: Tensor, target: Tensor, dim_start: int = 1) -> Tensor:
         >>> relative_l2(1.1 * y, y)
         tensor([0.1000, 0.1000])
     """
+    if valid is not None:
+        err, ref, _ = valid_norms(pred, target, valid, dim_start)
+        return err / ref
     if pred.shape != target.shape:
         raise ValueError(f"relative_l2: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     if not 0 <= dim_start < pred.ndim:
@@ -106,7 +140,12 @@ def _gaussian_window(kernel_size: int, sigma: float, dtype: torch.dtype, device:
 
 
 def ssim_per_frame(
-    pred: Tensor, target: Tensor, data_range: float, kernel_size: int = 11, sigma: float = 1.5
+    pred: Tensor,
+    target: Tensor,
+    data_range: float,
+    kernel_size: int = 11,
+    sigma: float = 1.5,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """SSIM of Wang et al. (2004) per frame: Gaussian window, explicit range, mean over the valid region.
 
@@ -115,12 +154,16 @@ def ssim_per_frame(
     with all channels. Computed in float64 because ``E[x²] − μ²`` cancels badly in float32 on flat regions
     near the top of the range. Inputs are used as given (clip the prediction first where the convention does).
 
+    With ``valid``, masked pixels are set to 0 before filtering and the map is averaged only over the window
+    positions whose whole ``k × k`` window is valid in every channel; a frame without such a position is ``nan``.
+
     Args:
         pred: ``[N, C, H, W]`` frames.
         target: ``[N, C, H, W]`` frames.
         data_range: L, the width of the value range (1 for [0, 1] images).
         kernel_size: Odd window size k.
         sigma: Standard deviation of the Gaussian window in pixels.
+        valid: Optional bool mask broadcastable to ``[N, C, H, W]`` (True = observed).
 
     Returns:
         ``[N]`` float64 SSIM per frame.
@@ -141,6 +184,16 @@ def ssim_per_frame(
             f"SSIM window {kernel_size}x{kernel_size} does not fit frames of {height}x{width}; "
             f"use a smaller ssim_kernel or leave data_range unset to skip SSIM"
         )
+    if valid is None:
+        return _ssim_map(pred, target, data_range, kernel_size, sigma).flatten(1).mean(dim=1)
+    total, positions = _masked_ssim_sums(
+        pred, target, expand_valid(valid.to(pred.device), pred.shape, "ssim_per_frame"), data_range, kernel_size, sigma
+    )
+    return total / (positions * pred.shape[1])
+
+
+def _ssim_map(pred: Tensor, target: Tensor, data_range: float, kernel_size: int, sigma: float) -> Tensor:
+    """The SSIM map ``[N, C, H − k + 1, W − k + 1]`` (float64) of two ``[N, C, H, W]`` tensors."""
     p = pred.to(torch.float64)
     t = target.to(torch.float64)
     channels = p.shape[1]
@@ -156,8 +209,27 @@ def ssim_per_frame(
     cov = e_pt - mu_p * mu_t
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    ssim_map = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p * mu_p + mu_t * mu_t + c1) * (var_p + var_t + c2))
-    return ssim_map.flatten(1).mean(dim=1)
+    return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p * mu_p + mu_t * mu_t + c1) * (var_p + var_t + c2))
+
+
+def _masked_ssim_sums(
+    pred: Tensor, target: Tensor, valid: Tensor, data_range: float, kernel_size: int, sigma: float
+) -> tuple[Tensor, Tensor]:
+    """Per frame: the SSIM map summed over the fully valid window positions and channels, and those positions.
+
+    Args:
+        pred, target: ``[N, C, H, W]``.
+        valid: bool ``[N, C, H, W]`` (may be an expanded view).
+
+    Returns:
+        Two ``[N]`` float64 tensors: the sum, and the number of window positions (not multiplied by C).
+    """
+    # Zeros instead of masked values keep NaN out of the filtered moments; the windows they touch are dropped.
+    ssim_map = _ssim_map(torch.where(valid, pred, 0.0), torch.where(valid, target, 0.0), data_range, kernel_size, sigma)
+    hole = (~valid.all(dim=1, keepdim=True)).to(torch.float64)  # [N, 1, H, W]
+    clean = F.max_pool2d(hole, kernel_size, stride=1) == 0  # [N, 1, H', W']: no masked pixel in the window
+    total = torch.where(clean, ssim_map, 0.0).sum(dim=(1, 2, 3))
+    return total, clean.sum(dim=(1, 2, 3)).to(torch.float64)
 
 
 class ForecastMetrics(Metric):
@@ -190,6 +262,12 @@ class ForecastMetrics(Metric):
     then sqrt: WeatherBench-2 default) and ``mae_lat`` (the same weighted mean of ``|ŷ − y|``).
 
     All returned values are float32 scalars; the accumulation is float64.
+
+    With ``update(..., valid=mask)`` every metric runs over the valid values only: errors are sums over valid
+    values divided by the valid counts (per lead for the curves); per-frame metrics (``*_frame``, PSNR, SSIM,
+    ``rel_l2_step``, the latitude-weighted ones) skip frames that have nothing valid to measure, and SSIM
+    averages only window positions whose whole window is valid in every channel (docs/metrics.md, "Masked
+    cells"). A lead with no valid value at all gives ``nan`` in the curves.
 
     Args:
         out_frames: T, the number of predicted frames every update carries.
@@ -264,12 +342,16 @@ class ForecastMetrics(Metric):
         def scalar_state(name: str) -> None:
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-        # Every update carries all T leads, so one count of samples and one of values per lead suffices.
+        # Counts are what each mean divides by: without a mask every update adds the batch (times the values per
+        # frame) to each of them; with a mask only what was valid. n_samples: samples with any valid value;
+        # n_valid: valid values per lead; n_frames: frames with any valid value, per lead.
         scalar_state("n_samples")
-        scalar_state("n_values")
+        lead_state("n_valid")
+        lead_state("n_frames")
         lead_state("sse")
         lead_state("sae")
         if self.data_range is not None:
+            lead_state("n_frames_ssim")  # frames with at least one fully valid SSIM window
             lead_state("ssim_sum")
             lead_state("psnr_sum")
             lead_state("psnr_uint8_sum")
@@ -279,6 +361,7 @@ class ForecastMetrics(Metric):
             scalar_state("rel_l2_sum")
             lead_state("rel_l2_step_sum")
         if self.lat_weights is not None:
+            lead_state("n_frames_lat")  # frames whose valid values carry a positive weight
             lead_state("wse")
             lead_state("wae")
 
@@ -314,6 +397,7 @@ class ForecastMetrics(Metric):
             cfg["rel_l2"] = "FNO full (flattened trajectory) and step, mean over samples"
         if self.lat_weights is not None:
             cfg["rmse_lat"] = "WeatherBench-2 area weights, sqrt after the mean over samples and leads"
+        cfg["mask"] = "update(valid=): valid values only; SSIM over fully valid windows (docs/metrics.md)"
         return cfg
 
     def _check(self, pred: Tensor, target: Tensor) -> None:
@@ -342,20 +426,28 @@ class ForecastMetrics(Metric):
                 f"{height}x{width} frames; lower ssim_kernel or set data_range=None"
             )
 
-    def update(self, pred: Tensor, target: Tensor) -> None:
+    def update(self, pred: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
         """Add one batch.
 
         Args:
             pred: De-normalised prediction ``[B, T, C, H, W]``.
             target: De-normalised target ``[B, T, C, H, W]``.
+            valid: Optional bool mask broadcastable to ``[B, T, C, H, W]`` (True = observed), e.g. a static
+                ``[1, 1, C, H, W]`` or a per-step ``[B, T, C, H, W]`` mask. Masked entries of ``pred`` and
+                ``target`` may hold anything, NaN included.
         """
         self._check(pred, target)
+        if valid is not None:
+            valid = expand_valid(valid.to(pred.device), pred.shape, "ForecastMetrics.update")
         # Reductions under autocast would run in bf16/fp16; the metric always works in fp32 (or fp64 if given).
         with torch.autocast(device_type=pred.device.type, enabled=False):
             dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
             pred = pred.detach().to(dtype)
             target = target.detach().to(dtype)
-            self._update(pred, target)
+            if valid is None:
+                self._update(pred, target)
+            else:
+                self._update_masked(pred, target, valid)
 
     def _update(self, pred: Tensor, target: Tensor) -> None:
         batch = pred.shape[0]
@@ -367,12 +459,13 @@ class ForecastMetrics(Metric):
         # frames, batches and processes are float64.
         sse_frame = sq.sum(dim=(2, 3, 4)).to(f64)  # [B, T]
         self.n_samples += batch
-        self.n_values += batch * values_per_frame
+        self.n_valid += batch * values_per_frame
+        self.n_frames += batch
         self.sse += sse_frame.sum(0)
         self.sae += diff.abs().sum(dim=(2, 3, 4)).to(f64).sum(0)
 
         if self.data_range is not None:
-            self._update_image(pred, target, values_per_frame)
+            self._update_image(pred, target)
 
         if self.pde:
             sst_frame = target.square().sum(dim=(2, 3, 4)).to(f64)  # [B, T]
@@ -381,10 +474,11 @@ class ForecastMetrics(Metric):
 
         if self.lat_weights is not None:
             w = self.lat_weights.to(device=pred.device, dtype=pred.dtype).view(1, 1, 1, -1, 1)
+            self.n_frames_lat += batch
             self.wse += (sq * w).mean(dim=(2, 3, 4)).to(f64).sum(0)
             self.wae += (diff.abs() * w).mean(dim=(2, 3, 4)).to(f64).sum(0)
 
-    def _update_image(self, pred: Tensor, target: Tensor, values_per_frame: int) -> None:
+    def _update_image(self, pred: Tensor, target: Tensor) -> None:
         assert self.data_range is not None
         rng = self.data_range
         f64 = torch.float64
@@ -397,6 +491,7 @@ class ForecastMetrics(Metric):
             kernel_size=self.ssim_kernel,
             sigma=self.ssim_sigma,
         )
+        self.n_frames_ssim += pred.shape[0]
         self.ssim_sum += rearrange(ssim, "(b t) -> b t", t=self.out_frames).sum(0)
 
         mse_frame = (clipped - target).square().mean(dim=(2, 3, 4)).to(f64)  # [B, T]
@@ -413,6 +508,78 @@ class ForecastMetrics(Metric):
         self.psnr_uint8_sum += psnr_q.sum(0)
         self.psnr_uint8_capped += capped_q.sum()
 
+    def _update_masked(self, pred: Tensor, target: Tensor, valid: Tensor) -> None:
+        """The masked counterpart of :meth:`_update`; ``valid`` is bool ``[B, T, C, H, W]`` (maybe expanded)."""
+        f64 = torch.float64
+        frame_dims = (2, 3, 4)
+        # torch.where, never a product with the mask: masked values may be NaN, and NaN * 0 is NaN.
+        diff = torch.where(valid, pred - target, 0.0)
+        sq = diff.square()
+        count = valid.sum(dim=frame_dims)  # [B, T] int64
+        has = count > 0
+        sse_frame = sq.sum(dim=frame_dims).to(f64)
+        self.n_samples += has.any(1).sum()
+        self.n_valid += count.sum(0).to(f64)
+        self.n_frames += has.sum(0)
+        self.sse += sse_frame.sum(0)
+        self.sae += diff.abs().sum(dim=frame_dims).to(f64).sum(0)
+
+        if self.data_range is not None:
+            self._update_image_masked(pred, target, valid, count.to(f64), has)
+
+        if self.pde:
+            sst_frame = torch.where(valid, target, 0.0).square().sum(dim=frame_dims).to(f64)
+            sample = has.any(1)
+            full = (sse_frame.sum(1) / sst_frame.sum(1)).sqrt()
+            self.rel_l2_sum += torch.where(sample, full, 0.0).sum()
+            self.rel_l2_step_sum += torch.where(has, (sse_frame / sst_frame).sqrt(), 0.0).sum(0)
+
+        if self.lat_weights is not None:
+            w = self.lat_weights.to(device=pred.device, dtype=pred.dtype).view(1, 1, 1, -1, 1)
+            w_valid = torch.where(valid, w, 0.0)
+            w_sum = w_valid.sum(dim=frame_dims).to(f64)  # [B, T]
+            weighted = w_sum > 0
+            # Frames whose valid values weigh nothing have 0 / 0 here; the where drops them.
+            w_sum = torch.where(weighted, w_sum, 1.0)
+            self.n_frames_lat += weighted.sum(0)
+            wse = (sq * w_valid).sum(dim=frame_dims).to(f64) / w_sum
+            wae = (diff.abs() * w_valid).sum(dim=frame_dims).to(f64) / w_sum
+            self.wse += torch.where(weighted, wse, 0.0).sum(0)
+            self.wae += torch.where(weighted, wae, 0.0).sum(0)
+
+    def _update_image_masked(self, pred: Tensor, target: Tensor, valid: Tensor, count: Tensor, has: Tensor) -> None:
+        assert self.data_range is not None
+        rng = self.data_range
+        f64 = torch.float64
+        frame_dims = (2, 3, 4)
+        clipped = pred.clamp(0.0, rng)
+
+        total, positions = _masked_ssim_sums(
+            rearrange(clipped, "b t c h w -> (b t) c h w"),
+            rearrange(target, "b t c h w -> (b t) c h w"),
+            rearrange(valid, "b t c h w -> (b t) c h w"),
+            data_range=rng,
+            kernel_size=self.ssim_kernel,
+            sigma=self.ssim_sigma,
+        )
+        windowed = positions > 0
+        ssim = torch.where(windowed, total / (positions.clamp(min=1) * pred.shape[2]), 0.0)
+        self.n_frames_ssim += rearrange(windowed, "(b t) -> b t", t=self.out_frames).sum(0)
+        self.ssim_sum += rearrange(ssim, "(b t) -> b t", t=self.out_frames).sum(0)
+
+        # Frames without a valid value give 0 / 0 = nan here; the where drops them and their capped flags.
+        sq = torch.where(valid, (clipped - target).square(), 0.0)
+        psnr, capped = self._capped_psnr(sq.sum(dim=frame_dims).to(f64) / count, rng)
+        self.psnr_sum += torch.where(has, psnr, 0.0).sum(0)
+        self.psnr_capped += (capped & has).sum()
+
+        scale = 255.0 / rng
+        q_diff = torch.floor(clipped * scale) - torch.floor(target.clamp(0.0, rng) * scale)
+        sq_q = torch.where(valid, q_diff.square(), 0.0)
+        psnr_q, capped_q = self._capped_psnr(sq_q.sum(dim=frame_dims).to(f64) / count, 255.0)
+        self.psnr_uint8_sum += torch.where(has, psnr_q, 0.0).sum(0)
+        self.psnr_uint8_capped += (capped_q & has).sum()
+
     def _capped_psnr(self, mse: Tensor, peak: float) -> tuple[Tensor, Tensor]:
         # 10·log10(L²/mse) == 20·log10(L/sqrt(mse)); zero error gives +inf, which the cap turns into a number.
         psnr = 10.0 * torch.log10(peak**2 / mse)
@@ -420,36 +587,37 @@ class ForecastMetrics(Metric):
         return psnr.clamp(max=self.psnr_cap_db), capped
 
     def _lead_means(self) -> dict[str, Tensor]:
-        n = self.n_samples
+        frames = self.n_frames
         out = {
-            "mse": self.sse / self.n_values,
-            "mae": self.sae / self.n_values,
+            "mse": self.sse / self.n_valid,
+            "mae": self.sae / self.n_valid,
         }
         out["rmse"] = out["mse"].sqrt()
         if self.data_range is not None:
-            out["ssim"] = self.ssim_sum / n
-            out["psnr"] = self.psnr_sum / n
-            out["psnr_uint8"] = self.psnr_uint8_sum / n
+            out["ssim"] = self.ssim_sum / self.n_frames_ssim
+            out["psnr"] = self.psnr_sum / frames
+            out["psnr_uint8"] = self.psnr_uint8_sum / frames
         if self.pde:
-            out["rel_l2_step"] = self.rel_l2_step_sum / n
+            out["rel_l2_step"] = self.rel_l2_step_sum / frames
         if self.lat_weights is not None:
-            out["rmse_lat"] = (self.wse / n).sqrt()
-            out["mae_lat"] = self.wae / n
+            out["rmse_lat"] = (self.wse / self.n_frames_lat).sqrt()
+            out["mae_lat"] = self.wae / self.n_frames_lat
         return out
 
     def compute(self) -> dict[str, Tensor]:
         """Scalars over everything seen since the last reset (float32; names as in the class docstring)."""
-        t = self.out_frames
-        frames = self.n_samples * t
+        # The counts are exact integers in float64, so without a mask these equal N·T·P and N·T bit for bit.
+        frames = self.n_frames.sum()
+        values = self.n_valid.sum()
         out = {
-            "mse": self.sse.sum() / (self.n_values * t),
-            "mae": self.sae.sum() / (self.n_values * t),
+            "mse": self.sse.sum() / values,
+            "mae": self.sae.sum() / values,
             "mse_frame": self.sse.sum() / frames,
             "mae_frame": self.sae.sum() / frames,
         }
         out["rmse"] = out["mse"].sqrt()
         if self.data_range is not None:
-            out["ssim"] = self.ssim_sum.sum() / frames
+            out["ssim"] = self.ssim_sum.sum() / self.n_frames_ssim.sum()
             out["psnr"] = self.psnr_sum.sum() / frames
             out["psnr_capped"] = self.psnr_capped.clone()
             out["psnr_uint8"] = self.psnr_uint8_sum.sum() / frames
@@ -458,8 +626,9 @@ class ForecastMetrics(Metric):
             out["rel_l2"] = self.rel_l2_sum / self.n_samples
             out["rel_l2_step"] = self.rel_l2_step_sum.sum() / frames
         if self.lat_weights is not None:
-            out["rmse_lat"] = (self.wse.sum() / frames).sqrt()
-            out["mae_lat"] = self.wae.sum() / frames
+            frames_lat = self.n_frames_lat.sum()
+            out["rmse_lat"] = (self.wse.sum() / frames_lat).sqrt()
+            out["mae_lat"] = self.wae.sum() / frames_lat
         return {k: v.float() for k, v in out.items()}
 
     def per_lead(self) -> dict[str, Tensor]:

@@ -155,7 +155,7 @@ def test_forecast_task_takes_rel_l2_in_physical_units_and_the_rest_normalised(na
     p, t = pred.double().numpy(), target.double().numpy()
     if name == "rel_l2":
         p, t = p * std + mean, t * std + mean
-    assert task._loss(pred, target).item() == pytest.approx(FORECAST_REFERENCES[name](p, t), rel=1e-5)
+    assert task._loss(pred, target, valid=None).item() == pytest.approx(FORECAST_REFERENCES[name](p, t), rel=1e-5)
 
 
 def test_tasks_refuse_unknown_and_foreign_losses() -> None:
