@@ -342,6 +342,45 @@ class WeatherSource:
             arrays.append(_select_channel(opened[key], channel, where, chunk))
         return _common_times(arrays, channels)
 
+    def open_mask(self, name: str) -> xr.DataArray:
+        """A static validity mask ``(latitude, longitude)`` bool from variable ``name`` (e.g. a land-sea mask):
+        True where it is nonzero (and not NaN) at any time or level.
+
+        A single file or store holds it beside the channels; a WeatherBench-1 folder in its ``constants/`` files.
+
+        Raises:
+            UserError: when the variable is missing or has no latitude/longitude dimensions.
+        """
+        if self.root is None:
+            ds, where = self._open_file(use_dask=False), self.location
+        else:
+            folder = Path(self.root) / "constants"
+            res = "*" if self.resolution is None else self.resolution
+            files = sorted(folder.glob(f"*{res}deg.nc")) or sorted(folder.glob("*.nc"))
+            if not files:
+                raise UserError(
+                    f"WeatherBench: data.mask_variable={name} but no constants file {folder}/constants_{res}deg.nc; "
+                    "add it or set data.mask_variable=null"
+                )
+            ds, where = _normalise_names(xr.open_dataset(files[0])), str(files[0])
+        with ds:
+            if name not in ds.variables:
+                raise UserError(
+                    f"WeatherBench: mask variable '{name}' not in {where}; available: "
+                    f"{sorted(map(str, ds.data_vars))}; fix data.mask_variable= or set it to null"
+                )
+            da = ds[name]
+            if not {"latitude", "longitude"} <= set(da.dims):
+                raise UserError(
+                    f"WeatherBench: mask variable '{name}' in {where} has dims {list(da.dims)}; it needs "
+                    "latitude/lat and longitude/lon; fix data.mask_variable="
+                )
+            values = da.load()
+        other = [d for d in values.dims if d not in ("latitude", "longitude")]
+        observed = (values.notnull() & (values != 0)).any(dim=other) if other else values.notnull() & (values != 0)
+        observed = observed.transpose("latitude", "longitude")
+        return observed.drop_vars([c for c in observed.coords if c not in ("latitude", "longitude")])
+
 
 def _find_variable(ds: xr.Dataset, name: str, where: str) -> xr.DataArray:
     for candidate in dict.fromkeys((name, short_name(name), long_name(name))):

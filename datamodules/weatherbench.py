@@ -13,10 +13,14 @@ data's order (ascending or descending, recorded in ``metadata()["latitude_order"
   stamps at 12 -> 12). ``openstl_compat`` reproduces OpenSTL's loader instead: it drops each split's last stamp
   and last window (``N - 25`` hourly windows at 12 -> 12: 52,559 / 8,759 / 17,495) and uses the test split for
   validation (parity claims only: it selects checkpoints on the test set).
-- **Normalisation**: a per-channel z-score with the mean and standard deviation (population) of every stamp of
-  the training period over (time, latitude, longitude), after the crop and any NaN filling.
-- **NaNs** are refused at setup (counted per split and channel with dask) unless ``fill_nan`` is a value or
-  ``"mean"`` (the channel's training mean).
+- **Normalisation**: a per-channel z-score with the mean and standard deviation (population) of the training
+  period over (time, latitude, longitude), after the crop: of the observed values only when values are masked,
+  of every value after filling when ``fill_nan`` is set.
+- **Masks** (the contract of ``datamodules/base.py``): by default NaN values (a NetCDF ``_FillValue`` decodes to
+  NaN) are masked, e.g. the sea of a land-only product. Cells NaN in every stamp of the splits form
+  :meth:`WeatherBenchDataModule.static_valid_mask`; samples then carry ``x_valid``/``y_valid`` and hold 0 (the
+  training mean) where masked. ``mask_variable`` names a variable of the file (a land-sea mask; 0 = masked) that
+  masks cells as well. ``fill_nan`` (a value or ``"mean"``, the channel's training mean) fills NaNs instead.
 - **Crop**: ``crop=[H, W]`` keeps an ``H x W`` block (centred or top-left) so grids fit a model's downsampling
   (the 33 x 49 UK file -> 32 x 48); the coordinates in ``metadata()`` are those of the block.
 - **Memory**: ``cache=None`` loads the splits into RAM as normalised float32 when together they take at most
@@ -90,6 +94,8 @@ class _Block:
         mean: per-channel mean ``[C]``.
         std: per-channel standard deviation ``[C]``.
         fill: per-channel NaN fill values ``[C]`` (lazy; cached frames are filled already), or ``None``.
+        hide: ``[C, H, W]`` bool, True where ``mask_variable`` masks a cell, set to NaN on reading (lazy; cached
+            frames hold NaN there already), or ``None``.
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class _Block:
         mean: np.ndarray | None = None,
         std: np.ndarray | None = None,
         fill: np.ndarray | None = None,
+        hide: np.ndarray | None = None,
     ) -> None:
         self.frames = frames
         self.source = source
@@ -110,6 +117,7 @@ class _Block:
         self.mean = None if mean is None else mean.astype(np.float32).reshape(1, -1, 1, 1)
         self.std = None if std is None else std.astype(np.float32).reshape(1, -1, 1, 1)
         self.fill = fill
+        self.hide = hide
         self._arrays: list[xr.DataArray] | None = None
         self._pid: int | None = None
 
@@ -126,7 +134,7 @@ class _Block:
         return self._arrays
 
     def read(self, start: int, stop: int, step: int) -> np.ndarray:
-        """Normalised float32 frames ``[T, C, H, W]`` at split indices ``start:stop:step``."""
+        """Normalised float32 frames ``[T, C, H, W]`` at split indices ``start:stop:step``; NaN where masked."""
         if self.frames is not None:
             return self.frames[start:stop:step]
         with dask.config.set(scheduler="synchronous"):
@@ -134,6 +142,8 @@ class _Block:
         x = np.stack(window, axis=1).astype(np.float32, copy=False)
         if self.fill is not None:
             x = np.where(np.isnan(x), self.fill.astype(np.float32).reshape(1, -1, 1, 1), x)
+        if self.hide is not None:
+            x = np.where(self.hide, np.float32(np.nan), x)
         return (x - self.mean) / self.std
 
 
@@ -142,7 +152,9 @@ class WeatherWindows(Dataset):
 
     Each item is ``{"x": [t_in, C, H, W], "y": [t_out, C, H, W], "time": [], "index": []}``: normalised float32
     frames, the Unix time (int64 seconds, UTC) of the first input frame (the convention of ``datamodules/base.py``;
-    :meth:`window_times` gives every frame's stamp), and the window number.
+    :meth:`window_times` gives every frame's stamp), and the window number. With ``masked``, also ``"x_valid"``
+    ``[t_in, C, H, W]`` and ``"y_valid"`` ``[t_out, C, H, W]`` bool (True = observed), and masked values of
+    ``x``/``y`` are 0.
 
     Args:
         block: the split's frames.
@@ -151,10 +163,21 @@ class WeatherWindows(Dataset):
         step: split indices between the stamps of a window.
         t_in: input frames.
         t_out: target frames.
+        masked: the block holds NaN where values are masked: give validity masks.
     """
 
-    def __init__(self, block: _Block, times: np.ndarray, starts: np.ndarray, step: int, t_in: int, t_out: int) -> None:
+    def __init__(
+        self,
+        block: _Block,
+        times: np.ndarray,
+        starts: np.ndarray,
+        step: int,
+        t_in: int,
+        t_out: int,
+        masked: bool = False,
+    ) -> None:
         self.block = block
+        self.masked = masked
         self.times = times.astype("datetime64[ns]")
         self.seconds = (self.times.astype(np.int64) // 1_000_000_000).astype(np.int64)
         self.starts = starts
@@ -178,13 +201,22 @@ class WeatherWindows(Dataset):
         if not 0 <= index < len(self.starts):
             raise IndexError(index)
         start, stop = self._span(index)
-        window = torch.from_numpy(np.ascontiguousarray(self.block.read(start, stop, self.step)))
-        return {
+        frames = self.block.read(start, stop, self.step)
+        valid = None
+        if self.masked:
+            valid = ~np.isnan(frames)
+            frames = np.where(valid, frames, np.float32(0.0))  # a copy: cached frames keep their NaNs
+        window = torch.from_numpy(np.ascontiguousarray(frames))
+        item = {
             "x": window[: self.t_in],
             "y": window[self.t_in :],
             "time": torch.tensor(int(self.seconds[start]), dtype=torch.int64),
             "index": torch.tensor(index),
         }
+        if valid is not None:
+            valid = torch.from_numpy(valid)
+            item["x_valid"], item["y_valid"] = valid[: self.t_in], valid[self.t_in :]
+        return item
 
 
 def _period(split: str, value: Any) -> tuple[str, str]:
@@ -247,7 +279,10 @@ class WeatherBenchDataModule(ForecastDataModule):
         crop: ``[H, W]`` block to keep, e.g. so ``H`` and ``W`` divide the model's downsampling; ``None`` keeps all.
         crop_anchor: ``"center"`` (offsets ``(H0 - H) // 2``, ``(W0 - W) // 2``) or ``"top_left"``.
         normalize: ``"zscore"`` (training statistics) or ``"none"`` (mean 0, std 1: raw physical values).
-        fill_nan: ``None`` refuses data with NaNs; a number, or ``"mean"`` (the channel's training mean), fills them.
+        fill_nan: ``None`` masks NaN values (samples carry ``x_valid``/``y_valid``; statistics from observed values);
+            a number, or ``"mean"`` (the channel's training mean), fills them instead.
+        mask_variable: a variable of the file (WeatherBench-1: of ``<root>/constants/``), e.g. a land-sea mask
+            ``lsm``, whose zero cells are masked in every channel besides NaNs; ``None`` masks NaNs only.
         on_gap: ``"skip"`` builds windows within the runs between gaps in the time axis; ``"error"`` refuses gaps.
         cache: ``True`` loads the splits into RAM, ``False`` reads windows lazily, ``None`` decides by size.
         cache_max_gb: the size up to which ``cache=None`` loads into RAM (float32, all splits).
@@ -276,6 +311,7 @@ class WeatherBenchDataModule(ForecastDataModule):
         crop_anchor: Literal["center", "top_left"] = "center",
         normalize: Literal["zscore", "none"] = "zscore",
         fill_nan: float | str | None = None,
+        mask_variable: str | None = None,
         on_gap: Literal["skip", "error"] = "skip",
         cache: bool | None = None,
         cache_max_gb: float = 2.0,
@@ -303,6 +339,10 @@ class WeatherBenchDataModule(ForecastDataModule):
             fill_nan is None or fill_nan == "mean" or isinstance(fill_nan, (int, float)),
             f"WeatherBench: fill_nan={fill_nan!r}; use null, a number or 'mean'",
         )
+        check(
+            fill_nan is None or mask_variable is None,
+            f"WeatherBench: fill_nan={fill_nan!r} and mask_variable={mask_variable!r}; set one of them, null the other",
+        )
         check(time_chunk >= 1, f"WeatherBench: time_chunk={time_chunk} must be at least 1")
         if crop is not None:
             crop = [int(v) for v in crop]
@@ -326,12 +366,14 @@ class WeatherBenchDataModule(ForecastDataModule):
         self.crop_anchor = crop_anchor
         self.normalize = normalize
         self.fill_nan = fill_nan
+        self.mask_variable = None if mask_variable is None else str(mask_variable)
         self.on_gap = on_gap
         self.cache = cache
         self.cache_max_gb = float(cache_max_gb)
         self.openstl_compat = bool(openstl_compat)
         self.name = name
         self._meta: dict[str, Any] | None = None
+        self._static_valid: np.ndarray | None = None
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -383,8 +425,11 @@ class WeatherBenchDataModule(ForecastDataModule):
         return slice(r0, r0 + h), slice(c0, c0 + w)
 
     def _reductions(self, arrays: dict[str, list[darr.Array]], shift: np.ndarray) -> dict[str, np.ndarray]:
-        """NaN counts per split and channel, and shifted sums over the training split, in one dask pass."""
-        todo: dict[str, Any] = {f"nan_{split}": [darr.isnan(a).sum() for a in chans] for split, chans in arrays.items()}
+        """In one dask pass: per split the NaN count of every cell ``[C, H, W]``, and the sums of ``x - shift`` and
+        its square over the finite values of the training split ``[C]``."""
+        todo: dict[str, Any] = {
+            f"nan_{split}": [darr.isnan(a).sum(axis=0) for a in chans] for split, chans in arrays.items()
+        }
         train = [a.astype(np.float64) - s for a, s in zip(arrays["train"], shift)]
         todo["sum"] = [darr.nansum(a) for a in train]
         todo["sumsq"] = [darr.nansum(a * a) for a in train]
@@ -427,75 +472,128 @@ class WeatherBenchDataModule(ForecastDataModule):
             )
         return starts
 
-    def _split_arrays(self, plan: _Plan, cache: bool) -> tuple[dict[str, np.ndarray], dict[str, list[darr.Array]]]:
-        """Per split: the raw frames ``[N, C, H, W]`` when cached, and one dask array per channel for reductions."""
+    def _split_arrays(
+        self, plan: _Plan, cache: bool, hide: np.ndarray | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, list[darr.Array]]]:
+        """Per split: the raw frames ``[N, C, H, W]`` when cached, and one dask array per channel for reductions;
+        NaN where ``hide`` ``[H, W]`` (the mask variable) masks a cell."""
         frames: dict[str, np.ndarray] = {}
         arrays: dict[str, list[darr.Array]] = {}
         for split, (lo, hi) in plan.ranges.items():
             parts = [a.isel(time=slice(lo, hi), latitude=plan.crop[0], longitude=plan.crop[1]) for a in plan.arrays]
             if not cache:
-                arrays[split] = [p.data for p in parts]
+                data = [p.data for p in parts]
+                arrays[split] = data if hide is None else [darr.where(hide, np.float32(np.nan), d) for d in data]
                 continue
             block = np.empty((hi - lo, len(parts), *parts[0].shape[1:]), dtype=np.float32)
             for j, part in enumerate(parts):
                 block[:, j] = part.to_numpy()
+            if hide is not None:
+                block[:, :, hide] = np.nan
             frames[split] = block
             chunks = (self.source.time_chunk, *block.shape[2:])
             arrays[split] = [darr.from_array(block[:, j], chunks=chunks) for j in range(len(parts))]
         return frames, arrays
 
+    def _hidden(self, plan: _Plan) -> np.ndarray | None:
+        """``[H, W]`` bool after the crop, True where ``mask_variable`` is 0 (masked); ``None`` without one."""
+        if self.mask_variable is None:
+            return None
+        observed = self.source.open_mask(self.mask_variable)
+        first = plan.arrays[0]
+        for coord in ("latitude", "longitude"):
+            if not np.array_equal(observed[coord].values, first[coord].values):
+                raise UserError(
+                    f"WeatherBench: mask variable '{self.mask_variable}' has another {coord} grid than "
+                    f"'{self.channels[0].name}'; give a mask on the data's grid in data.mask_variable="
+                )
+        return ~np.asarray(observed.values, dtype=bool)[plan.crop]
+
     def setup(self, stage: str | None = None) -> None:
-        """Open the data, cut the splits and windows, check NaNs and fix the training statistics."""
+        """Open the data, cut the splits and windows, find masked values and fix the training statistics."""
         if self.datasets:
             return
         plan = self._plan()
+        hide = self._hidden(plan)
         height, width = plan.crop[0].stop - plan.crop[0].start, plan.crop[1].stop - plan.crop[1].start
         nbytes = sum(hi - lo for lo, hi in plan.ranges.values()) * len(self.channels) * height * width * 4
         cache = self.cache if self.cache is not None else nbytes <= self.cache_max_gb * 2**30
         log.info(f"WeatherBench: {'caching' if cache else 'reading lazily'} {nbytes / 2**20:.1f} MiB of frames")
-        frames, arrays = self._split_arrays(plan, cache)
+        frames, arrays = self._split_arrays(plan, cache, hide)
 
         first = [np.asarray(a[0].compute(), dtype=np.float64) for a in arrays["train"]]
         shift = np.array([np.nanmean(f) if np.isfinite(f).any() else 0.0 for f in first])
         red = self._reductions(arrays, shift)
-        has_nan = self._check_nans(red, plan)
-        n = float((plan.ranges["train"][1] - plan.ranges["train"][0]) * height * width)
-        mean, std, fill = self._statistics(red, shift, has_nan, n)
-        self._build(plan, frames, mean, std, fill)
-        self._meta = self._metadata(plan, mean, std, fill, cache)
+        has_nan = self._report_nans(red, plan)
+        mask = self._mask(red, plan, hide) if has_nan and self.fill_nan is None else None
+        mean, std, fill = self._statistics(red, shift, plan, has_nan, mask is not None)
+        self._build(plan, frames, mean, std, fill, hide, mask is not None)
+        self._meta = self._metadata(plan, mean, std, fill, cache, mask)
 
-    def _check_nans(self, red: dict[str, np.ndarray], plan: _Plan) -> bool:
-        """Refuse NaNs with one line naming each channel, split and count, unless ``fill_nan`` is set."""
+    def _report_nans(self, red: dict[str, np.ndarray], plan: _Plan) -> bool:
+        """Whether any split holds NaN; logs each channel, split and count when ``fill_nan`` fills them."""
+        counts = {split: red[f"nan_{split}"].sum(axis=(1, 2)) for split in plan.ranges}
         found = [
-            f"'{ch.name}' has {int(red[f'nan_{split}'][j])} NaN values in the {split} split "
+            f"'{ch.name}' has {int(counts[split][j])} NaN values in the {split} split "
             f"({_iso(plan.times[lo])} .. {_iso(plan.times[hi - 1])})"
             for split, (lo, hi) in plan.ranges.items()
             for j, ch in enumerate(self.channels)
-            if red[f"nan_{split}"][j] > 0
+            if counts[split][j] > 0
         ]
-        if found and self.fill_nan is None:
-            raise UserError(
-                f"WeatherBench: {'; '.join(found)}; set data.fill_nan=mean (training mean) or a value to fill them"
-            )
-        if found:
+        if found and self.fill_nan is not None:
             log.info(f"WeatherBench: filling NaNs with {self.fill_nan}: {'; '.join(found)}")
         return bool(found)
 
+    def _mask(self, red: dict[str, np.ndarray], plan: _Plan, hide: np.ndarray | None) -> dict[str, Any]:
+        """The contract's ``metadata()["mask"]``; keeps the static mask and logs one line."""
+        nans = sum(red[f"nan_{split}"] for split in plan.ranges)  # [C, H, W] over every stamp of the splits
+        stamps = sum(hi - lo for lo, hi in plan.ranges.values())
+        static = nans >= stamps
+        self._static_valid = ~static
+        static_masked, masked_values = int(static.sum()), int(nans.sum())
+        further = masked_values - static_masked * stamps
+        source, why, fix = "nan", "NaN in every step", "set data.fill_nan=mean to fill instead"
+        if hide is not None:
+            source = f"variable {self.mask_variable}"
+            source += ", nan" if masked_values > int(hide.sum()) * len(self.channels) * stamps else ""
+            why = f"{self.mask_variable} = 0 or NaN in every step"
+            fix = "set data.mask_variable=null data.fill_nan=mean to fill NaNs instead"
+        log.info(
+            f"{os.path.basename(os.path.normpath(self.source.location))}: masking {static_masked:,} of "
+            f"{static.size:,} cells ({why}) and {further:,} further NaN values; statistics from observed values "
+            f"only ({fix})"
+        )
+        return {
+            "source": source,
+            "static_masked": static_masked,
+            "cells": int(static.size),
+            "masked_values": masked_values,
+        }
+
     def _statistics(
-        self, red: dict[str, np.ndarray], shift: np.ndarray, has_nan: bool, n: float
+        self, red: dict[str, np.ndarray], shift: np.ndarray, plan: _Plan, has_nan: bool, masked: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Per-channel ``(mean, std, fill)`` of the training split as fed to the model (after NaN filling).
+        """Per-channel ``(mean, std, fill)`` of the training split as fed to the model: of the observed values when
+        ``masked``, else of every value after NaN filling.
 
         The sums are of ``x - shift`` (``shift`` is close to the mean), so the variance keeps its precision.
         """
-        nan_train = red["nan_train"]
+        lo, hi = plan.ranges["train"]
+        n = float((hi - lo) * red["nan_train"][0].size)
+        nan_train = red["nan_train"].sum(axis=(1, 2))
+        finite = n - nan_train
+        empty = [ch.name for ch, k in zip(self.channels, finite) if k == 0]
+        if empty and (masked or self.fill_nan == "mean"):
+            raise UserError(
+                f"WeatherBench: channel(s) {empty} hold only NaN in the train split ({_iso(plan.times[lo])} .. "
+                f"{_iso(plan.times[hi - 1])}), so they have no statistics; widen data.splits.train or drop them "
+                "from data.variables"
+            )
         total, total_sq = red["sum"].copy(), red["sumsq"].copy()
+        count = finite if masked else np.full(len(self.channels), n)
         fill = None
-        if has_nan:
+        if has_nan and not masked:
             if self.fill_nan == "mean":
-                finite = n - nan_train
-                if np.any(finite == 0):
-                    raise UserError("WeatherBench: a channel is all NaN in the train split; fill_nan=mean is undefined")
                 fill = shift + total / finite
             else:
                 fill = np.full(len(self.channels), float(self.fill_nan))
@@ -503,17 +601,24 @@ class WeatherBenchDataModule(ForecastDataModule):
             total_sq += nan_train * (fill - shift) ** 2
         if self.normalize == "none":
             return np.zeros(len(self.channels)), np.ones(len(self.channels)), fill
-        centred = total / n
-        std = np.sqrt(np.maximum(total_sq / n - centred**2, 0.0))
+        centred = total / count
+        std = np.sqrt(np.maximum(total_sq / count - centred**2, 0.0))
         constant = [ch.name for ch, s in zip(self.channels, std) if not s > 0]
         if constant:
             raise UserError(f"WeatherBench: channels {constant} are constant over the train split; use normalize=none")
         return shift + centred, std, fill
 
     def _build(
-        self, plan: _Plan, frames: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, fill: np.ndarray | None
+        self,
+        plan: _Plan,
+        frames: dict[str, np.ndarray],
+        mean: np.ndarray,
+        std: np.ndarray,
+        fill: np.ndarray | None,
+        hide: np.ndarray | None,
+        masked: bool,
     ) -> None:
-        """The three datasets; cached frames are filled and normalised in place."""
+        """The three datasets; cached frames are filled and normalised in place (masked values stay NaN)."""
         for split, (lo, hi) in plan.ranges.items():
             if frames:
                 block_frames = frames[split]
@@ -527,16 +632,37 @@ class WeatherBenchDataModule(ForecastDataModule):
             else:
                 index = (slice(lo, hi), *plan.crop)
                 block = _Block(
-                    None, source=self.source, channels=self.channels, index=index, mean=mean, std=std, fill=fill
+                    None,
+                    source=self.source,
+                    channels=self.channels,
+                    index=index,
+                    mean=mean,
+                    std=std,
+                    fill=fill,
+                    hide=hide if masked else None,
                 )
             times = plan.times[lo:hi]
-            self.datasets[split] = WeatherWindows(block, times, plan.starts[split], plan.step, self.t_in, self.t_out)
+            self.datasets[split] = WeatherWindows(
+                block, times, plan.starts[split], plan.step, self.t_in, self.t_out, masked=masked
+            )
         if self.openstl_compat:
             self.datasets["val"] = self.datasets["test"]
 
+    def static_valid_mask(self) -> np.ndarray | None:
+        """``[C, H, W]`` bool after the crop, True where a cell is observed in at least one stamp of the splits;
+        ``None`` when nothing is masked (no NaN, or ``fill_nan`` filled them)."""
+        self._require()
+        return None if self._static_valid is None else self._static_valid.copy()
+
     # -- contract -------------------------------------------------------------------------------------------------
     def _metadata(
-        self, plan: _Plan, mean: np.ndarray, std: np.ndarray, fill: np.ndarray | None, cached: bool
+        self,
+        plan: _Plan,
+        mean: np.ndarray,
+        std: np.ndarray,
+        fill: np.ndarray | None,
+        cached: bool,
+        mask: dict[str, Any] | None,
     ) -> dict[str, Any]:
         first = plan.arrays[0]
         lat = [float(v) for v in first["latitude"].values[plan.crop[0]]]
@@ -595,7 +721,11 @@ class WeatherBenchDataModule(ForecastDataModule):
             "splits": splits,
             "gaps": [[_iso(plan.times[b - 1]), _iso(plan.times[b])] for _, b in plan.segments[:-1]],
             "normalize": self.normalize,
-            "statistics": "train period, every stamp, over (time, latitude, longitude)",
+            "statistics": "train period, "
+            + ("observed values" if mask is not None else "every stamp")
+            + ", over (time, latitude, longitude)",
+            "mask": mask,
+            "mask_variable": self.mask_variable,
             "fill_nan": None if fill is None else [float(v) for v in fill],
             "openstl_compat": self.openstl_compat,
             "source": {

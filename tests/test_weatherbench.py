@@ -343,14 +343,16 @@ def _hourly_file(path: Path, values: np.ndarray, time: pd.DatetimeIndex) -> Path
 DAY_SPLITS = {"train": ["2021-06-01", "2021-06-01"], "val": "2021-06-02", "test": "2021-06-03"}
 
 
-def test_nans_are_refused_or_filled(tmp_path):
+def test_nans_are_masked_or_filled(tmp_path):
     rng = np.random.default_rng()
     values = (280 + rng.standard_normal((72, 4, 6))).astype(np.float32)
     values[30, 1, 2] = values[31, 0, 0] = values[40, 3, 5] = np.nan  # 3 in val (2 June)
     values[5, 2, 2] = np.nan  # 1 in train
     path = _hourly_file(tmp_path / "nan.nc", values, pd.date_range("2021-06-01", periods=72, freq="h"))
-    with pytest.raises(UserError, match=r"'t2m' has 1 NaN values in the train split.*'t2m' has 3 NaN .* val split"):
-        WeatherBenchDataModule(path=path, splits=DAY_SPLITS, t_in=3, t_out=3).setup()
+    masked = WeatherBenchDataModule(path=path, splits=DAY_SPLITS, t_in=3, t_out=3)  # default: NaN is the mask
+    masked.setup()
+    assert masked.metadata()["mask"] == {"source": "nan", "static_masked": 0, "cells": 24, "masked_values": 4}
+    assert masked.static_valid_mask().all() and not masked.datasets["train"][5]["x_valid"][0, 0, 2, 2]
     dm = WeatherBenchDataModule(path=path, splits=DAY_SPLITS, t_in=3, t_out=3, fill_nan="mean")
     dm.setup()
     train = values[:24].astype(np.float64)
