@@ -6,6 +6,9 @@ probabilities over the views and draws the top-k labels onto the clip. Forecasti
 at the checkpoint's stride, resizes and centre-crops them like the Kinetics forecast datamodule, predicts (rolling
 the model forward for longer horizons) and compares with the clip's following frames where it has them.
 
+A clip is a video file or a folder of images (its frames in natural name order, read by the ``data=frames``
+datamodule's :class:`~stpred.datamodules.frames.ImageSequence`); both are opened with :func:`open_clip`.
+
 Pixels handed to :meth:`Predictor.predict` are in [0, 1]: the predictor applies the checkpoint's normalisation.
 """
 
@@ -24,8 +27,9 @@ import torch
 
 from stpred.atomic import atomic_output
 from stpred.checkpoint import Predictor
+from stpred.datamodules.frames import ImageSequence
 from stpred.datamodules.kinetics import KineticsClips, VideoEntry, crop_offsets, resize_short_side
-from stpred.datamodules.video_io import VideoInfo, clip_indices, open_video, write_video
+from stpred.datamodules.video_io import VideoFile, VideoInfo, clip_indices, open_video, write_video
 from stpred.errors import UserError
 
 __all__ = [
@@ -33,12 +37,14 @@ __all__ = [
     "ForecastResult",
     "classification_views",
     "classify_clip",
+    "clip_name",
     "demo_kind",
     "draw_top_k",
     "forecast_clip",
     "forecast_frame_indices",
     "forecast_input_frames",
     "lead_metrics",
+    "open_clip",
     "roll_out",
     "side_by_side_frames",
     "write_classification",
@@ -58,6 +64,18 @@ FORECAST_FPS = 4.0
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE, GREY, DARK = (255, 255, 255), (128, 128, 128), (24, 24, 24)
 TOP1_COLOUR, OTHER_COLOUR = (60, 200, 90), (80, 150, 230)
+
+
+# -- clips ---------------------------------------------------------------------------------------------------
+def open_clip(path: Path) -> VideoFile | ImageSequence:
+    """A folder of images as an :class:`ImageSequence`, else the video file (both read frames alike)."""
+    return ImageSequence(path) if Path(path).is_dir() else open_video(path)
+
+
+def clip_name(path: Path) -> str:
+    """The name a clip's outputs start with: a video's stem, a folder's whole name."""
+    path = Path(path)
+    return path.name if path.is_dir() else path.stem
 
 
 # -- checkpoint kinds ------------------------------------------------------------------------------------------
@@ -137,10 +155,29 @@ def classification_views(
         frame indices; whether the clip is shorter than a view's span (indices then looped or padded).
     """
     sampler = _test_clips(path, meta, in_shape, views)
-    x = sampler.load(0)["x"]
+    x = _folder_views(sampler, path, video_frames) if path.is_dir() else sampler.load(0)["x"]
     x = x.unsqueeze(0) if x.dim() == 4 else x
     indices = [sampler.frame_indices(s, video_frames).tolist() for s in sampler.clip_starts(0, video_frames)]
     return x, indices, sampler.span > video_frames
+
+
+def _folder_views(sampler: KineticsClips, path: Path, video_frames: int) -> torch.Tensor:
+    """The sampler's test views of a folder of images: its own indices, resize and crops, pixels in [0, 1].
+
+    Returns:
+        ``[V, T, 3, h, w]`` float32, clip-major.
+    """
+    clips = [sampler.frame_indices(s, video_frames) for s in sampler.clip_starts(0, video_frames)]
+    wanted, inverse = np.unique(np.concatenate(clips), return_inverse=True)
+    with ImageSequence(path) as images:
+        frames = resize_short_side(images.read(wanted), sampler.short_side, sampler.crop_size)
+    (ch, cw), t = sampler.crop_size, sampler.clip_frames
+    views = [
+        frames[inverse[k * t : (k + 1) * t], y : y + ch, x : x + cw]
+        for k in range(len(clips))
+        for (y, x), _ in sampler.crops(*frames.shape[1:3])
+    ]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(views))).permute(0, 1, 4, 2, 3).float().div_(255.0)
 
 
 def classify_clip(predictor: Predictor, path: Path, info: VideoInfo, views: tuple[int, int]) -> ClassifyResult:
@@ -215,9 +252,9 @@ def write_classification(
         max_frames: the annotated video holds the clip's first ``min(num_frames, max_frames)`` frames.
     """
     count = min(info.num_frames, max_frames)
-    with open_video(path) as video:
+    with open_clip(path) as video:
         frames = video.read(np.arange(count))
-    video_path = write_video(out_dir / f"{path.stem}_annotated.mp4", draw_top_k(frames, top), fps=_fps(info))
+    video_path = write_video(out_dir / f"{clip_name(path)}_annotated.mp4", draw_top_k(frames, top), fps=_fps(info))
     payload = {
         "clip": str(path),
         **record,
@@ -231,7 +268,7 @@ def write_classification(
         "video_frames": info.num_frames,
         "annotated_frames": count,
     }
-    json_path = write_json(out_dir / f"{path.stem}_classes.json", payload)
+    json_path = write_json(out_dir / f"{clip_name(path)}_classes.json", payload)
     return json_path, video_path
 
 
@@ -333,7 +370,7 @@ def forecast_clip(predictor: Predictor, path: Path, info: VideoInfo, start: int,
     t_in = predictor.in_shape[0]
     context_idx, lead_idx = forecast_frame_indices(path, info.num_frames, start, t_in, horizon, stride)
     truth_idx = lead_idx[lead_idx < info.num_frames]
-    with open_video(path) as video:
+    with open_clip(path) as video:
         frames = video.read(np.concatenate([context_idx, truth_idx]))
     pixels = forecast_input_frames(frames, meta, predictor.in_shape)
     context, truth = pixels[:t_in], pixels[t_in:]
@@ -413,8 +450,9 @@ def _strip_image(result: ForecastResult) -> np.ndarray:
 
 def write_forecast(out_dir: Path, path: Path, result: ForecastResult, record: dict[str, Any]) -> list[Path]:
     """Write ``<stem>_forecast.mp4`` (truth | forecast), ``<stem>_forecast.png`` (strip) and ``_forecast.json``."""
-    video_path = write_video(out_dir / f"{path.stem}_forecast.mp4", side_by_side_frames(result), fps=FORECAST_FPS)
-    png_path = write_png(out_dir / f"{path.stem}_forecast.png", _strip_image(result))
+    name = clip_name(path)
+    video_path = write_video(out_dir / f"{name}_forecast.mp4", side_by_side_frames(result), fps=FORECAST_FPS)
+    png_path = write_png(out_dir / f"{name}_forecast.png", _strip_image(result))
     scored = [row for row in result.metrics if row["psnr"] is not None]
     payload = {
         "clip": str(path),
@@ -429,7 +467,7 @@ def write_forecast(out_dir: Path, path: Path, result: ForecastResult, record: di
         "mean_mse": float(np.mean([row["mse"] for row in result.metrics])) if result.metrics else None,
         "mean_psnr": float(np.mean([row["psnr"] for row in scored])) if scored else None,
     }
-    json_path = write_json(out_dir / f"{path.stem}_forecast.json", payload)
+    json_path = write_json(out_dir / f"{name}_forecast.json", payload)
     return [video_path, png_path, json_path]
 
 

@@ -4,6 +4,10 @@ A classification checkpoint (Kinetics-400: SqueezeTime, LRCN...) samples each cl
 does (the checkpoint's test clips x crops, or --views), averages the class probabilities over the views, prints
 the top-k labels and writes ``<clip>_classes.json`` and ``<clip>_annotated.mp4`` (the clip with the labels and bars).
 
+A clip is a video file or a folder of images, one frame per image in natural name order (``0001.png, 0002.png``
+or ``frame2.png`` before ``frame10.png``), read as the ``data=frames`` datamodule reads a sequence; a folder of
+videos or of such image folders stands for each of them (outputs are named after the video's stem or the folder).
+
 A video forecasting checkpoint (Moving MNIST, Kinetics forecasting) takes T_in context frames from --start at the
 checkpoint's frame stride, forecasts --horizon frames (rolling the model forward on its own output past its
 out_frames) and writes ``<clip>_forecast.mp4`` (truth | forecast), ``<clip>_forecast.png`` (rows input / truth /
@@ -13,6 +17,7 @@ Usage:
     stpred-demo --ckpt runs/k400_squeezetime/checkpoints/last.ckpt clips/arm_wrestling.mp4
     stpred-demo --ckpt k400.ckpt clips/ --views 1,1 --top-k 3 --out demo_out/     # every video in clips/
     stpred-demo --ckpt mmnist_simvpv2.ckpt clip.mp4 --start 20 --horizon 30 --device cuda
+    stpred-demo --ckpt runs/frames/checkpoints/last.ckpt my_frames/seq_001/     # a folder of images is one clip
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         epilog="examples:\n" + __doc__.split("Usage:\n", 1)[1].rstrip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("clips", nargs="+", metavar="CLIP", help="video files, or folders of them")
+    parser.add_argument(
+        "clips", nargs="+", metavar="CLIP", help="video files or folders of images (one clip each), or folders of them"
+    )
     parser.add_argument("--ckpt", required=True, help="a .ckpt written by stpred-train")
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out/)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when present")
@@ -79,41 +86,62 @@ def parse_views(text: str | None, metadata: dict) -> tuple[int, int]:
     return clips, crops
 
 
+def _clips_of_folder(path: Path) -> list[Path]:
+    """A folder of images is one clip; otherwise its video files and its sub-folders of images."""
+    from stpred.datamodules.frames import IMAGE_SUFFIXES, image_files, sequence_paths
+
+    videos = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and p.name[0] != "."]
+    if image_files(path):
+        if videos:
+            raise UserError(
+                f"folder {path} holds both images and video files ({videos[0].name}); a folder of images is one "
+                "clip: put the videos elsewhere, or pass them by name"
+            )
+        return [path]
+    found = sequence_paths(path)
+    if not found:
+        raise UserError(
+            f"folder {path} holds no video files ({', '.join(VIDEO_SUFFIXES)}), no images "
+            f"({', '.join(IMAGE_SUFFIXES)}) and no folders of images"
+        )
+    return found
+
+
 def collect_clips(paths: list[str]) -> list[Path]:
-    """The video files named, a folder standing for its video files (sorted, hidden files skipped)."""
+    """The clips named: video files, folders of images (each one clip), and folders standing for the video files
+    and image folders inside them (name order, hidden entries skipped)."""
+    from stpred.apps._video_demo import clip_name
+
     clips: list[Path] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(
-                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and p.name[0] != "."
-            )
-            if not found:
-                raise UserError(f"folder {path} holds no video files ({', '.join(VIDEO_SUFFIXES)})")
-            clips += found
+            clips += _clips_of_folder(path)
         elif path.is_file():
             clips.append(path)
         else:
             raise UserError(f"clip {path} not found; pass video files or folders of them")
     stems: dict[str, Path] = {}
     for clip in clips:
-        if clip.stem in stems and stems[clip.stem] != clip:
-            raise UserError(
-                f"clips {stems[clip.stem]} and {clip} share the name '{clip.stem}'; their outputs would clash"
-            )
-        stems[clip.stem] = clip
+        name = clip_name(clip)
+        if name in stems and stems[name] != clip:
+            raise UserError(f"clips {stems[name]} and {clip} share the name '{name}'; their outputs would clash")
+        stems[name] = clip
     return list(dict.fromkeys(clips))
 
 
 def probe_clips(clips: list[Path]) -> dict[Path, VideoInfo]:
     """Open every clip once, so that an unreadable or cut one stops the run before anything is written.
 
-    Opening decodes each clip's last frame and compares the frames that decode with what the container announces
+    Opening a video decodes its last frame and compares the frames that decode with what the container announces
     (:mod:`stpred.datamodules.video_io`); FFmpeg's own log lines are kept off the terminal and counted in the error.
+    A folder of images has every image decoded and its size compared with the first's
+    (:meth:`stpred.datamodules.frames.ImageSequence.check`); its frame rate is 0 (unknown).
     """
+    from stpred.datamodules.frames import ImageSequence
     from stpred.datamodules.video_io import video_info
 
-    return {clip: video_info(clip) for clip in clips}
+    return {clip: ImageSequence(clip).check().info if clip.is_dir() else video_info(clip) for clip in clips}
 
 
 def _note_ignored(args: argparse.Namespace, kind: str) -> None:

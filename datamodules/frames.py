@@ -2,7 +2,8 @@
 
 ``root`` holds sequences, taken in name order: video files (``.mp4``, ``.avi``, ``.mkv``, ``.webm``, ``.mov``,
 ``.gif``, read with :mod:`stpred.datamodules.video_io`) and/or folders of images (``seq_001/0001.png ...``,
-``.png``/``.jpg``/``.jpeg``/``.bmp``/``.tif``/``.tiff``, frames in name order, read with OpenCV). Every frame is
+``.png``/``.jpg``/``.jpeg``/``.bmp``/``.tif``/``.tiff``, frames in natural name order so that ``2.png`` comes before
+``10.png``, read with OpenCV through :class:`ImageSequence`, which ``stpred-demo`` uses too). Every frame is
 resized so its short side is ``min(image_size)`` and centre-cropped to ``image_size`` (what ``stpred-demo`` does
 to a clip), converted to grey (``color: grey``, OpenCV's luma) or kept RGB, and held in memory as uint8.
 
@@ -23,6 +24,7 @@ Examples:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -34,10 +36,21 @@ from torch.utils.data import Dataset
 
 from stpred.datamodules.base import DataShapes, ForecastDataModule
 from stpred.datamodules.kinetics import crop_offsets, resize_short_side
-from stpred.datamodules.video_io import read_clip, video_info
+from stpred.datamodules.video_io import VideoInfo, _captured_native_log, read_clip, video_info
 from stpred.errors import UserError, check
 
-__all__ = ["FrameWindows", "FramesDataModule", "find_sequences", "prepare_frames", "read_sequence", "sequence_cuts"]
+__all__ = [
+    "FrameWindows",
+    "FramesDataModule",
+    "ImageSequence",
+    "find_sequences",
+    "image_files",
+    "prepare_frames",
+    "read_image",
+    "read_sequence",
+    "sequence_cuts",
+    "sequence_paths",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +67,30 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return size[0], size[1]
 
 
+def natural_key(name: str) -> tuple:
+    """Sort key of a file name with its digit runs compared as numbers: ``frame2`` < ``frame10``."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), name
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The images of ``folder`` (:data:`IMAGE_SUFFIXES`, hidden files skipped) in natural name order."""
+    folder = Path(folder)
+    found = [q for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")]
+    return sorted((q for q in found if q.is_file()), key=lambda q: natural_key(q.name))
+
+
+def sequence_paths(root: str | Path) -> list[Path]:
+    """The video files of ``root`` and its sub-folders holding images, in name order (hidden entries skipped)."""
+    found = []
+    for p in sorted(Path(root).iterdir()):
+        if p.name.startswith("."):
+            continue
+        if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or (p.is_dir() and image_files(p)):
+            found.append(p)
+    return found
+
+
 def find_sequences(root: str | Path) -> list[Path]:
     """The video files and image folders of ``root``, in name order.
 
@@ -63,14 +100,7 @@ def find_sequences(root: str | Path) -> list[Path]:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"data.root={root} is not a folder; point it at a folder of videos or image sequences")
-    found = []
-    for p in sorted(root.iterdir()):
-        if p.name.startswith("."):
-            continue
-        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
-            found.append(p)
-        elif p.is_dir() and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()):
-            found.append(p)
+    found = sequence_paths(root)
     if not found:
         raise UserError(
             f"data.root={root} holds no videos ({'/'.join(VIDEO_SUFFIXES)}) and no folders of images "
@@ -90,18 +120,103 @@ def prepare_frames(frames: np.ndarray, size: tuple[int, int], color: str) -> np.
     return np.ascontiguousarray(frames)
 
 
-def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"{path}: not a readable image; remove it or replace it")
+#: Decoder complaints that mean an image was cut short: OpenCV still returns it, grey below the cut.
+_DAMAGE = re.compile(r"premature end|corrupt|truncat|bad huffman|invalid", re.IGNORECASE)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """One image as uint8 ``[H, W, 3]`` RGB (OpenCV's ``IMREAD_COLOR``: grey and 16-bit images become 8-bit RGB).
+
+    The decoders' own lines on descriptor 2 are kept off the terminal, as for videos.
+
+    Raises:
+        UserError: the file cannot be decoded, or its decoder reports it cut short (a partial JPEG).
+    """
+    with _captured_native_log() as native:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    said = f" ({native.first})" if native.first else ""
+    if image is None or (native.first and _DAMAGE.search(native.first)):
+        raise UserError(f"{path}: not a readable image{said}; it is damaged or not an image: remove or replace it")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class ImageSequence:
+    """A folder of images read as one clip, like :class:`~stpred.datamodules.video_io.VideoFile`.
+
+    The frames are the folder's images in natural name order (:func:`image_files`); every frame must have the size
+    of the first. Opening decodes the first image; :meth:`check` decodes them all (``stpred-demo`` does, so that a
+    damaged folder stops it before anything is written) and :meth:`read` checks each frame it decodes.
+
+    Attributes:
+        files: the images, in frame order.
+        num_frames: their number.
+        fps: 0.0 (images carry no frame rate).
+
+    Raises:
+        UserError: ``folder`` missing or holding no images, an image that does not decode, or one of another size.
+    """
+
+    fps = 0.0
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder)
+        if not self.path.is_dir():
+            raise UserError(f"{self.path} is not a folder of images")
+        self.files = image_files(self.path)
+        if not self.files:
+            raise UserError(
+                f"folder {self.path} holds no images ({'/'.join(IMAGE_SUFFIXES)}); put a clip's frames in it as "
+                "0001.png, 0002.png, ..."
+            )
+        self.num_frames = len(self.files)
+        self.size = read_image(self.files[0]).shape[:2]
+
+    @property
+    def info(self) -> VideoInfo:
+        """``(num_frames, fps, height, width)``; fps is 0.0."""
+        return VideoInfo(self.num_frames, self.fps, *self.size)
+
+    def _frame(self, index: int) -> np.ndarray:
+        image = read_image(self.files[index])
+        if image.shape[:2] != self.size:
+            (h, w), (h0, w0) = image.shape[:2], self.size
+            raise UserError(
+                f"{self.files[index]} is {w}x{h} but {self.files[0]} is {w0}x{h0}: the frames of one clip "
+                "(a folder of images) must share one size; resize them alike"
+            )
+        return image
+
+    def check(self) -> ImageSequence:
+        """Decode every frame once (and drop it): raises on the first unreadable one or one of another size."""
+        for k in range(1, self.num_frames):
+            self._frame(k)
+        return self
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The frames ``indices`` (any order, repeats allowed) as uint8 ``[len(indices), H, W, 3]`` RGB."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_frames):
+            raise IndexError(f"{self.path}: frame indices must lie in [0, {self.num_frames}), got {idx.tolist()}")
+        frames = np.empty((idx.size, *self.size, 3), np.uint8)
+        for j, k in enumerate(idx.tolist()):
+            frames[j] = self._frame(k)
+        return frames
+
+    def close(self) -> None:
+        """Nothing is held open; for symmetry with :class:`VideoFile`."""
+
+    def __enter__(self) -> ImageSequence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def read_sequence(path: Path, size: tuple[int, int], color: str) -> np.ndarray:
     """All frames of a video file or an image folder, prepared (:func:`prepare_frames`): uint8 ``[T, H, W, C]``."""
     if path.is_dir():
-        images = sorted(q for q in path.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith("."))
-        parts = [prepare_frames(_read_image(q)[None], size, color) for q in images]
+        images = ImageSequence(path)
+        parts = [prepare_frames(images.read([k]), size, color) for k in range(images.num_frames)]
     else:
         count = video_info(path).num_frames
         parts = [
