@@ -526,7 +526,7 @@ class WeatherBenchDataModule(ForecastDataModule):
         red = self._reductions(arrays, shift)
         has_nan = self._report_nans(red, plan)
         mask = self._mask(red, plan, hide) if has_nan and self.fill_nan is None else None
-        mean, std, fill = self._statistics(red, shift, plan, has_nan, mask is not None)
+        mean, std, fill = self._statistics(red, shift, plan, mask is not None)
         self._build(plan, frames, mean, std, fill, hide, mask is not None)
         self._meta = self._metadata(plan, mean, std, fill, cache, mask)
 
@@ -571,7 +571,7 @@ class WeatherBenchDataModule(ForecastDataModule):
         }
 
     def _statistics(
-        self, red: dict[str, np.ndarray], shift: np.ndarray, plan: _Plan, has_nan: bool, masked: bool
+        self, red: dict[str, np.ndarray], shift: np.ndarray, plan: _Plan, masked: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Per-channel ``(mean, std, fill)`` of the training split as fed to the model: of the observed values when
         ``masked``, else of every value after NaN filling.
@@ -592,7 +592,7 @@ class WeatherBenchDataModule(ForecastDataModule):
         total, total_sq = red["sum"].copy(), red["sumsq"].copy()
         count = finite if masked else np.full(len(self.channels), n)
         fill = None
-        if has_nan and not masked:
+        if self.fill_nan is not None:  # recorded even without NaN, so forecasts fill their inputs the same way
             if self.fill_nan == "mean":
                 fill = shift + total / finite
             else:

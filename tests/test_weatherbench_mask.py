@@ -220,3 +220,39 @@ def test_mask_variable_errors(tmp_path):
     with pytest.raises(UserError) as err:
         WeatherBenchDataModule(path=path, splits=SPLITS, mask_variable="lsm", fill_nan="mean")
     assert_one_line(err, "fill_nan='mean'", "mask_variable='lsm'")
+
+
+def test_fill_nan_is_recorded_without_nan(tmp_path):
+    raw = np.nan_to_num(_values(6), nan=280.0)
+    dm = _module(_write(tmp_path / "full.nc", {"t2m": raw}), fill_nan=-1.5)
+    assert dm.metadata()["fill_nan"] == [-1.5] and dm.metadata()["mask"] is None
+    assert dm.metadata()["mean"][0] == pytest.approx(raw[:20].astype(np.float64).mean(), rel=1e-12)
+
+
+def test_wb1_folder_takes_the_mask_variable_from_its_constants(tmp_path):
+    lat, lon = np.arange(-87.1875, 90.0, 5.625)[:5], np.arange(0.0, 360.0, 5.625)[:7]
+    rng = np.random.default_rng(7)
+    years = {}
+    for year in (2016, 2017, 2018):
+        time = pd.date_range(f"{year}-01-01", periods=12, freq="h")
+        years[year] = (280.0 + rng.standard_normal((12, 5, 7))).astype(np.float32)
+        ds = xr.Dataset(
+            {"t2m": (("time", "lat", "lon"), years[year], {"units": "K"})}, {"time": time, "lat": lat, "lon": lon}
+        )
+        write_netcdf(tmp_path / "2m_temperature" / f"2m_temperature_{year}_5.625deg.nc", ds)
+    lsm = (rng.random((5, 7)) > 0.5).astype(np.float32)
+    lsm[0, 0] = 1.0
+    write_netcdf(
+        tmp_path / "constants" / "constants_5.625deg.nc",
+        xr.Dataset({"lsm": (("lat", "lon"), lsm)}, {"lat": lat, "lon": lon}),
+    )
+    splits = {"train": [2016, 2016], "val": [2017, 2017], "test": [2018, 2018]}
+    dm = WeatherBenchDataModule(tmp_path, resolution=5.625, splits=splits, t_in=2, t_out=2, mask_variable="lsm")
+    dm.setup()
+    np.testing.assert_array_equal(dm.static_valid_mask(), (lsm != 0)[None])
+    land = years[2016][:, lsm != 0].astype(np.float64)
+    assert dm.metadata()["mean"][0] == pytest.approx(land.mean(), rel=1e-12)
+    assert dm.metadata()["std"][0] == pytest.approx(land.std(), rel=1e-9)
+    assert dm.metadata()["mask"]["source"] == "variable lsm"
+    item = dm.datasets["val"][0]
+    np.testing.assert_array_equal(item["x_valid"][0, 0].numpy(), lsm != 0)
