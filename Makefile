@@ -14,14 +14,21 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check $(PIP_ARGS) "$(TORCH)" -e ".[dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(PIP_ARGS) "$(TORCH)" -e ".[dev,serve]"
 	touch $(STAMP)
 
 quickstart: $(STAMP)
 	$(BIN)/stpred-train experiment=quickstart
 
+# Headless Chromium and its driver for the browser test of stpred-serve (tests/test_serve_browser.py), from Debian's
+# packages when they are missing (as root, like CI); nothing is downloaded from anywhere else.
+CHROMEDRIVER := /usr/bin/chromedriver
+$(CHROMEDRIVER):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
 # STPRED_DATA (the folder of small real files) may be relative; unset, the tests use ../shared/data when it exists.
-test: $(STAMP)
+test: $(STAMP) $(CHROMEDRIVER)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --timeout=900 $(PYTEST_ARGS)
 
