@@ -52,6 +52,7 @@ def lead_plot(rows: list[dict[str, Any]], persistence: list[dict[str, Any]], pat
     for series, label, style in ((rows, "forecast", "o-"), (persistence, "persistence (last input)", "s--")):
         leads = [r["lead"] for r in series if r["psnr"] is not None]
         ax.plot(leads, [r["psnr"] for r in series if r["psnr"] is not None], style, label=label, markersize=4)
+    ax.set_xticks([r["lead"] for r in rows])
     ax.set_xlabel("lead (frames)")
     ax.set_ylabel("PSNR [dB]")
     ax.set_title(title, fontsize=9)

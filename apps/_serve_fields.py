@@ -137,7 +137,7 @@ def _skill_plot(result, model: np.ndarray, held: np.ndarray, path: Path) -> None
         ax.plot(leads, model[:, c], "o-", markersize=4, label="forecast")
         ax.plot(leads, held[:, c], "s--", markersize=4, label="persistence (last input)")
         ax.set_xticks(leads, result.leads[: len(model)], fontsize=7, rotation=45 if len(leads) > 8 else 0)
-        ax.set_ylabel("RMSE " + colourbar_label(result.names[c], result.units[c]).removeprefix(result.names[c]))
+        ax.set_ylabel(colourbar_label("RMSE", result.units[c]))
         ax.set_title(f"{result.names[c]}: skill against persistence", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
