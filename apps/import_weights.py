@@ -11,6 +11,7 @@ Commands:
     stpred-import checkpoint.pth --model predformer --heads 8 --in-shape 10,1,64,64 --out predformer.ckpt
     stpred-import fno_state_dict.pt --data navier_stokes --out ns_fno2d.ckpt        # neuraloperator save_checkpoint
     stpred-import fno.pt --in-shape 10,1,64,64 --mean 0.1 --std 0.5 --out fno.ckpt  # torch.save(model.state_dict())
+    stpred-import SqueezeTime_K400_71.64.pth --in-shape 16,3,224,224 --out k400_squeezetime.ckpt   # mmaction2
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("weights", type=Path, help="the reference file (.pth, .ckpt, .pt; for a pair, either file)")
     parser.add_argument("--out", type=Path, required=True, help="the stpred .ckpt to write")
-    parser.add_argument("--model", choices=("simvpv2", "predformer", "fno2d"), help="default: read from the keys")
+    parser.add_argument(
+        "--model", choices=("simvpv2", "predformer", "fno2d", "squeezetime"), help="default: read from the keys"
+    )
     parser.add_argument("--in-shape", help="T,C,H,W of one input (default: from --data); H, W are not in the file")
     parser.add_argument("--out-frames", type=int, help="forecast length (default: from --data, else the model's own)")
     parser.add_argument("--arrangement", help="PredFormer: TSST, STTS, TS, ST, TST, STS, full or fac_ts")

@@ -23,6 +23,7 @@ from stpred.importers.neuralop import fno_plan, looks_like_neuralop_fno
 from stpred.importers.openstl import looks_like_simvp, simvp_plan
 from stpred.importers.plan import Plan, apply_plan, parse_in_shape
 from stpred.importers.predformer import looks_like_predformer, predformer_plan
+from stpred.importers.squeezetime import IMAGENET_MEAN, IMAGENET_STD, looks_like_squeezetime, squeezetime_plan
 from stpred.registry import model_version
 
 __all__ = ["ImportReport", "MODELS", "default_metadata", "import_weights", "plan_import", "read_reference"]
@@ -32,7 +33,10 @@ MODELS = {
     "simvpv2": "OpenSTL SimVP_Model, gSTA translator (.pth state_dict, latest.pth, Lightning .ckpt)",
     "predformer": "PredFormer reference PredFormer_Model (.pth, also with DDP's module. prefix)",
     "fno2d": "neuraloperator 2.0 FNO, 2-D (state_dict .pt with _metadata, or save_checkpoint's pair)",
+    "squeezetime": "SqueezeTime mmaction2 recognizer, Bottleneck depth 50+ (K400/K600/HMDB51 .pth)",
 }
+#: The models in MODELS that classify clips (the others forecast).
+CLASSIFIERS = ("squeezetime",)
 
 
 @dataclass
@@ -56,17 +60,19 @@ class ImportReport:
     model: str
     kwargs: dict[str, Any]
     in_shape: tuple[int, int, int, int]
-    out_frames: int
+    out_frames: int | None
     params: int
     reference_params: int
     container: str
     notes: list[str]
+    num_classes: int | None = None
 
     def lines(self) -> list[str]:
         kw = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
+        target = f"num_classes={self.num_classes}" if self.num_classes is not None else f"out_frames={self.out_frames}"
         return [
             f"read:       {self.family} ({self.container})",
-            f"model:      {self.model}(in_shape={list(self.in_shape)}, out_frames={self.out_frames}, {kw})",
+            f"model:      {self.model}(in_shape={list(self.in_shape)}, {target}, {kw})",
             f"parameters: {self.params:,} (the reference counts {self.reference_params:,}; "
             "complex weights count once there, twice here)" if self.params != self.reference_params
             else f"parameters: {self.params:,} (as the reference counts them)",
@@ -107,6 +113,8 @@ def read_reference(path: str | Path, *, metadata: str | Path | None = None) -> R
         model = "predformer"
     elif looks_like_neuralop_fno(state):
         model = "fno2d"
+    elif looks_like_squeezetime(state):
+        model = "squeezetime"
     if prefixes:
         container += " with key prefix " + "".join(prefixes)
     return Reference(weights, state, meta, container, prefixes, model)
@@ -143,6 +151,10 @@ def plan_import(
         raise UserError(f"--out-frames must be a positive int, got {out_frames}")
     if model != "predformer" and (arrangement is not None or heads is not None):
         raise UserError(f"--arrangement and --heads are PredFormer options; {model} takes neither")
+    if model == "squeezetime":
+        if out_frames is not None:
+            raise UserError(f"--out-frames {out_frames}: {MODELS[model]} classifies clips; it forecasts no frames")
+        return squeezetime_plan(ref.state, shape)
     if model == "simvpv2":
         return simvp_plan(ref.state, shape, out_frames)
     if model == "predformer":
@@ -152,18 +164,40 @@ def plan_import(
 
 def default_metadata(
     in_shape: tuple[int, int, int, int],
-    out_frames: int,
+    out_frames: int | None,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    num_classes: int | None = None,
 ) -> dict[str, Any]:
-    """Datamodule-style metadata when no data config is given: identity normalisation unless ``mean``/``std``."""
+    """Datamodule-style metadata when no data config is given: identity normalisation unless ``mean``/``std``.
+
+    With ``num_classes`` (an imported clip classifier): RGB pixels in [0, 1] and, unless ``mean``/``std``, the
+    ImageNet normalisation the reference applies; class names unknown (``--data`` gives them).
+    """
     c = in_shape[1]
+    if num_classes is not None and c == 3:
+        mean = list(IMAGENET_MEAN) if mean is None else mean
+        std = list(IMAGENET_STD) if std is None else std
     mean = [0.0] * c if mean is None else [float(v) for v in mean]
     std = [1.0] * c if std is None else [float(v) for v in std]
     if len(mean) != c or len(std) != c:
         raise UserError(f"--mean and --std need one value per channel (C={c}), got {len(mean)} and {len(std)}")
     if min(std) <= 0:
         raise UserError(f"--std values must be positive, got {std}")
+    if num_classes is not None:
+        return {
+            "dataset": "imported",
+            "task": "classify",
+            "in_shape": list(in_shape),
+            "out_frames": None,
+            "num_classes": int(num_classes),
+            "class_names": None,
+            "channels": ["red", "green", "blue"] if c == 3 else None,
+            "mean": mean,
+            "std": std,
+            "data_range": 1.0,
+            "pde": False,
+        }
     return {
         "dataset": "imported",
         "task": "forecast",
@@ -224,26 +258,34 @@ def import_weights(
     if not out.parent.is_dir():
         raise UserError(f"the folder of --out {out} does not exist")
     if data is not None:
-        if data.get("task", "forecast") != "forecast":
-            raise UserError(f"the data config is a {data.get('task')} task; imported weights forecast")
+        classify = data.get("task") == "classify"
         data_shape = [int(v) for v in data["in_shape"]]
         if in_shape is not None and list(parse_in_shape(in_shape)) != data_shape:
             raise UserError(f"--in-shape {in_shape} differs from the data config's in_shape {data_shape}")
-        if out_frames is not None and int(out_frames) != int(data["out_frames"]):
+        if not classify and out_frames is not None and int(out_frames) != int(data["out_frames"]):
             raise UserError(f"--out-frames {out_frames} differs from the data config's out_frames {data['out_frames']}")
-        in_shape, out_frames = data_shape, int(data["out_frames"])
+        in_shape, out_frames = data_shape, (out_frames if classify else int(data["out_frames"]))
     ref = read_reference(path, metadata=metadata_file)
+    task = "classify" if (model or ref.model) in CLASSIFIERS else "forecast"
+    if data is not None and data.get("task", "forecast") != task:
+        raise UserError(f"the data config is a {data.get('task')} task; {ref.path} holds weights that {task}")
     plan = plan_import(ref, model=model, in_shape=in_shape, out_frames=out_frames, arrangement=arrangement, heads=heads)
+    if task == "classify" and data is not None and int(data["num_classes"]) != plan.num_classes:
+        raise UserError(f"the file classifies {plan.num_classes} classes; the data config has {data['num_classes']}")
     net, converted = apply_plan(plan, ref.state)
-    meta = dict(data) if data is not None else default_metadata(plan.in_shape, plan.out_frames, mean, std)
-    meta["in_shape"], meta["out_frames"] = list(plan.in_shape), int(plan.out_frames)
+    if data is not None:
+        meta = dict(data)
+    else:
+        meta = default_metadata(plan.in_shape, plan.out_frames, mean, std, num_classes=plan.num_classes)
+    meta["in_shape"] = list(plan.in_shape)
+    meta["out_frames"] = None if task == "classify" else int(plan.out_frames)
     ckpt = {
         "state_dict": {f"net.{k}": v for k, v in converted.items()},
         "hyper_parameters": {
             "model": {"name": plan.model, "kwargs": dict(plan.kwargs)},
             "data": meta,
             "optim": None,
-            "loss": "mse",
+            "loss": "cross_entropy" if task == "classify" else "mse",
             "compile": False,
             "compile_kwargs": None,
             "datamodule": datamodule,
@@ -265,7 +307,7 @@ def import_weights(
         _verify(tmp, plan, converted, params)
     return ImportReport(
         out, plan.family, plan.model, dict(plan.kwargs), plan.in_shape, plan.out_frames, params,
-        int(plan.reference_params), ref.container, list(plan.notes),
+        int(plan.reference_params), ref.container, list(plan.notes), plan.num_classes,
     )  # fmt: skip
 
 

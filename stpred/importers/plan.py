@@ -65,12 +65,13 @@ class Plan:
         model: stpred registry name.
         kwargs: the model's hyperparameters (without ``in_shape``/``out_frames``).
         in_shape: ``(T_in, C, H, W)``.
-        out_frames: forecast length.
+        out_frames: forecast length (``None`` for a classifier).
         entries: reference tensor -> stpred tensor.
         synthesized: stpred tensors the reference does not store but implies (e.g. an identity projection).
         ignored: reference keys with no stpred counterpart and no effect in evaluation (optimiser state, etc.).
         reference_params: the parameter count as the reference counts it (complex entries once).
         notes: lines for the report.
+        num_classes: classes of a classifier (``None`` for a forecaster).
     """
 
     family: str
@@ -83,16 +84,23 @@ class Plan:
     ignored: tuple[str, ...] = ()
     reference_params: int = 0
     notes: list[str] = field(default_factory=list)
+    num_classes: int | None = None
+
+    @property
+    def target(self) -> dict[str, int]:
+        """``{"num_classes": n}`` for a classifier, else ``{"out_frames": n}``."""
+        return {"num_classes": self.num_classes} if self.num_classes is not None else {"out_frames": self.out_frames}
 
     def describe(self) -> str:
         kw = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
-        return f"{self.model}(in_shape={list(self.in_shape)}, out_frames={self.out_frames}, {kw})"
+        name, value = next(iter(self.target.items()))
+        return f"{self.model}(in_shape={list(self.in_shape)}, {name}={value}, {kw})"
 
 
 def build_model(plan: Plan) -> nn.Module:
     """The stpred model the plan describes; an invalid hyperparameter is one :class:`UserError`."""
     try:
-        return create_model(plan.model, in_shape=plan.in_shape, out_frames=plan.out_frames, **plan.kwargs)
+        return create_model(plan.model, in_shape=plan.in_shape, **plan.target, **plan.kwargs)
     except UserError as exc:
         raise UserError(f"{plan.family}: cannot build {plan.model} from this file and the flags: {exc}") from None
 
