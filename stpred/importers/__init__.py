@@ -1,5 +1,6 @@
-"""Import weights saved by reference implementations (OpenSTL SimVP, PredFormer, neuraloperator FNO) as stpred
-checkpoints that :func:`stpred.load_predictor` and the apps read like one written by ``stpred-train``.
+"""Import weights saved by reference implementations (OpenSTL SimVP, PredFormer, neuraloperator FNO, SqueezeTime's
+mmaction2 recognizers) as stpred checkpoints that :func:`stpred.load_predictor` and the apps read like one written
+by ``stpred-train``.
 
 Files are read with ``torch.load(weights_only=True)``; neuraloperator's metadata pickle with a restricted unpickler.
 Nothing from a file is ever executed.
