@@ -323,3 +323,27 @@ def test_bad_port_and_missing_checkpoint_exit_2(ckpts, tmp_path, capsys):
     finally:
         busy.close()
     assert "no checkpoints" in _one_error_line(["--no-zoo"], capsys)
+
+
+def test_zoo_entries_are_offered_beside_the_given_checkpoints(ckpts, monkeypatch):
+    from types import SimpleNamespace
+
+    from stpred import zoo
+    from stpred.apps._serve_catalog import build_catalog
+
+    entry = SimpleNamespace(
+        name="tiny-ns", path=ckpts["ns_fno"], description="a tiny FNO", scores={"rel_l2": 0.5}, baseline={"rel_l2": 1}
+    )
+    monkeypatch.setattr(zoo, "list_entries", lambda *args, **kwargs: [entry])
+    monkeypatch.setattr(
+        zoo, "resolve", lambda name: ckpts["clip_simvp"] if str(name) == "zoo:tiny-clip" else Path(name)
+    )
+    catalog = build_catalog(["zoo:tiny-clip", str(ckpts["ns_fno"])], [], [], use_zoo=True, data_dir="")
+    assert {k: (c.page, c.kind) for k, c in catalog.checkpoints.items()} == {
+        "zoo:tiny-ns": ("fields", "array"),
+        "zoo:tiny-clip": ("clips", "forecast"),
+        "ns_fno": ("fields", "array"),
+    }
+    fields = catalog.options()["fields"]["checkpoints"]
+    assert fields[0]["scores"] == {"rel_l2": 0.5} and "a tiny FNO" in fields[0]["label"]
+    assert catalog.clips == {} and catalog.fields == {}
