@@ -164,7 +164,12 @@ def test_field_page_forecasts_era5_with_a_lead_slider(served, browser, tmp_path)
     _open(browser, served + "/fields")
     _choose(browser, "checkpoint", "era5_simvp")
     _choose(browser, "sample", "era5_t2m_2019-03_uk.nc")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # the page proposes an init time with 12 h of truth after it, once the file's stamps have come
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.body.dataset.timesPending") == "0")
     init = browser.find_element("id", "init-time")
+    assert init.get_attribute("value") == "2019-03-31T11:00"
     init.clear()
     init.send_keys("2019-03-20T12:00")
     browser.find_element("id", "run").click()
@@ -176,8 +181,6 @@ def test_field_page_forecasts_era5_with_a_lead_slider(served, browser, tmp_path)
     from selenium.webdriver.common.keys import Keys
 
     slider.send_keys(Keys.END)
-    from selenium.webdriver.support.ui import WebDriverWait
-
     WebDriverWait(browser, 30).until(lambda d: d.find_element("id", "map").get_attribute("src").endswith("lead_12.png"))
     WebDriverWait(browser, 30).until(lambda d: _natural_size(d, "map")[0] > 300)
     assert browser.find_element("id", "lead-label").text == "lead +12h (12/12)"

@@ -43,7 +43,18 @@ function describe() {
   for (const label of document.querySelectorAll("[data-for]")) label.hidden = label.dataset.for !== (c.kind === "classify" ? "classify" : "forecast");
 }
 
+let timesPending = 0;  // body[data-times-pending]: a test waits for 0 before typing an init time of its own
+
 async function loadTimes() {
+  document.body.dataset.timesPending = String(++timesPending);
+  try {
+    await fillTimes();
+  } finally {
+    document.body.dataset.timesPending = String(--timesPending);
+  }
+}
+
+async function fillTimes() {
   const list = $("times");
   list.replaceChildren();
   const sample = $("sample").value;
@@ -71,7 +82,7 @@ async function init() {
   $("checkpoint").addEventListener("change", () => { describe(); if (page === "fields") loadTimes(); });
   $("sample").addEventListener("change", () => { if (page === "fields") { $("init-time").value = ""; loadTimes(); } });
   describe();
-  if (page === "fields") loadTimes();
+  if (page === "fields") await loadTimes();
   $("run-form").addEventListener("submit", submit);
   document.body.dataset.ready = "1";
 }
