@@ -210,7 +210,7 @@ def read_weather_window(path: Path, meta: Mapping[str, Any], init_text: str | No
         init_text: ``--init-time``, ISO.
 
     Returns:
-        The window, in physical units; NaNs filled as training filled them.
+        The window, in physical units; missing values stay NaN (the predictor fills and masks them).
     """
     t_in = int(meta["in_shape"][0])
     init = None if init_text is None else parse_time(init_text)
@@ -227,23 +227,8 @@ def read_weather_window(path: Path, meta: Mapping[str, Any], init_text: str | No
     step = weather_step(meta)
     index = window_indices(times, times[-1] if init is None else init, step, t_in, iso, str(path))
     frames = np.stack([a.isel(time=index, latitude=rows, longitude=cols).to_numpy() for a in arrays], axis=1)
-    frames = _fill_nan(frames.astype(np.float32), meta, names, str(path))
+    frames = frames.astype(np.float32)
     return WeatherWindow(frames=frames, times=times[index], step=step)
-
-
-def _fill_nan(frames: np.ndarray, meta: Mapping[str, Any], names: Sequence[str], where: str) -> np.ndarray:
-    """``[T, C, H, W]`` with NaNs replaced by the training fill values; refused where training refused NaNs."""
-    missing = np.isnan(frames)
-    if not missing.any():
-        return frames
-    fill = meta.get("fill_nan")
-    if fill is None:
-        bad = [n for j, n in enumerate(names) if missing[:, j].any()]
-        raise UserError(
-            f"{where} has {int(missing.sum())} NaN values in the input window ({bad}); the checkpoint was trained "
-            "without NaNs, fill them or pick another --init-time"
-        )
-    return np.where(missing, np.asarray(fill, dtype=np.float32).reshape(1, -1, 1, 1), frames)
 
 
 def _level_dims(variables: Sequence[Mapping[str, Any]], groups: Mapping[str, list[int]]) -> dict[str, str]:
@@ -427,16 +412,24 @@ def flow_dataset(
 
 
 # -- plain arrays -----------------------------------------------------------------------------------------------------
-def read_array_window(path: Path, in_shape: Sequence[int]) -> np.ndarray:
-    """The last ``T_in`` frames of a ``.npy`` array ``[T, C, H, W]`` (``T >= T_in``), as float32 ``[T_in, C, H, W]``."""
+def read_array_window(path: Path, meta: Mapping[str, Any], init_text: str | None = None) -> ArrayWindow:
+    """The ``T_in`` frames ending at ``init_text`` (default: the last) of an array input, as float32.
+
+    A ``.npy`` holds ``[T, C, H, W]``; any other format of ``data=arrays`` (``.npz``, HDF5, Zarr, NetCDF) is read as
+    training read it (the checkpoint's ``variable`` and ``layout``), and one long series with time stamps lets
+    ``init_text`` pick the window.
+    """
+    from stpred.datamodules.arrays import read_source
+
+    in_shape = meta["in_shape"]
     t_in, frame = int(in_shape[0]), tuple(int(v) for v in in_shape[1:])
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {path} as a .npy array ({' '.join(str(err).split())})") from None
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise UserError(f"{path} is an .npz archive; save the input as one .npy array [T, C, H, W]")
+    if path.suffix.lower() == ".npy":
+        array, seconds = _read_npy(path), None
+    else:
+        source = read_source(path, meta.get("variable"), meta.get("layout"), str(meta.get("time_key") or "times"))
+        if not source.series or source.data.shape[0] != 1:
+            raise UserError(f"{path} holds samples [N, T, ...]; give one series [T, C, H, W] to forecast from")
+        array, seconds = source.data[0], source.seconds
     if array.ndim != 4 or array.shape[1:] != frame or array.shape[0] < t_in:
         raise UserError(
             f"{path} holds an array of shape {tuple(array.shape)}; the checkpoint needs [T >= {t_in}, "
@@ -444,7 +437,44 @@ def read_array_window(path: Path, in_shape: Sequence[int]) -> np.ndarray:
         )
     if not np.issubdtype(array.dtype, np.number):
         raise UserError(f"{path} holds {array.dtype} values; give a numeric array")
-    return np.ascontiguousarray(array[-t_in:], dtype=np.float32)
+    end = len(array)
+    if init_text is not None:
+        if seconds is None:
+            raise UserError(f"--init-time needs time stamps, and {path} has none; drop --init-time")
+        stamps = seconds.astype("datetime64[s]").astype("datetime64[ns]")
+        found = np.flatnonzero(stamps == parse_time(init_text))
+        if not len(found) or found[0] + 1 < t_in:
+            raise UserError(
+                f"--init-time {init_text}: {path} has no {t_in} frames ending there (it spans {iso(stamps[0])} .. "
+                f"{iso(stamps[-1])}); pick another --init-time"
+            )
+        end = int(found[0]) + 1
+    times = None if seconds is None else seconds[end - t_in : end].astype("datetime64[s]")
+    return ArrayWindow(np.ascontiguousarray(array[end - t_in : end], dtype=np.float32), times)
+
+
+@dataclass(frozen=True)
+class ArrayWindow:
+    """The model's input read from an array file.
+
+    Attributes:
+        frames: float32 ``[T_in, C, H, W]`` in the data's units, NaN where missing.
+        times: ``datetime64[s]`` ``[T_in]`` stamps, or ``None``.
+    """
+
+    frames: np.ndarray
+    times: np.ndarray | None
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path} as a .npy array ({' '.join(str(err).split())})") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise UserError(f"{path} is an .npz archive; save the input as one .npy array [T, C, H, W]")
+    return array
 
 
 def array_dataset(forecast: np.ndarray, meta: Mapping[str, Any], attrs: Mapping[str, Any]) -> xr.Dataset:
@@ -498,8 +528,12 @@ def write_atomic(out: Path, write: Callable[[Path], None]) -> None:
 
 
 def netcdf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """Compressed data variables, coordinates without fill values, times in minutes and leads in hours or minutes."""
+    """Compressed data variables with ``_FillValue`` NaN, coordinates without fill values, times in minutes and
+    leads in hours or minutes."""
     encoding: dict[str, dict[str, Any]] = {name: {"zlib": True, "complevel": 4} for name in ds.data_vars}
+    for name, var in ds.data_vars.items():
+        if np.issubdtype(var.dtype, np.floating):  # masked cells are NaN, and the file says so
+            encoding[name]["_FillValue"] = var.dtype.type(np.nan)
     for name, coord in ds.coords.items():
         if np.issubdtype(coord.dtype, np.datetime64):
             encoding[name] = {"units": "minutes since 1970-01-01 00:00:00"}

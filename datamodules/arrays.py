@@ -28,9 +28,14 @@ Splits, in time order and never shuffled across time (``splits``):
 No window crosses a split boundary. Normalisation (``normalize: zscore``) is per channel, with the mean and
 standard deviation of the training split only (``none``: raw values, mean 0 and std 1).
 
-NaN: with ``fill_nan: null`` (default) data holding NaN is refused, in one line giving the count and the first
-position; ``mean`` fills them with the channel's training mean, ``zero`` with 0 (in the data's units). The fill is
-the only handling: the model then sees the filled values as if observed (masks are not supported yet).
+Missing values (``docs/data.md``, "Masked cells"): NaN values, values equal to ``mask_value`` (a fill value such as
+-9999; NetCDF ``_FillValue`` cells arrive as NaN already) and cells where ``mask`` is zero are **masked** by default:
+the statistics use observed values only, masked entries of ``x``/``y`` are 0 (the training mean) and samples carry
+``x_valid``/``y_valid`` (True = observed), so losses and metrics skip them. ``mask`` is a variable of the data file
+(``[H, W]`` or ``[C, H, W]``; nonzero = observed) or a separate ``.npy``/``.npz``/``.nc``
+file holding one array of such a shape. Setup says in one line how many cells and values are masked. With
+``fill_nan: mean`` (the channel's training mean over observed values) or ``zero`` the missing values are filled
+instead and the model treats them as observed; ``metadata()["fill_nan"]`` records it.
 
 Channel names and units: ``channels``/``units`` options; else a NetCDF/Zarr variable's name and ``units``
 attribute (``long_name`` is not used); else ``channel_<i>`` and ``unknown``.
@@ -421,26 +426,38 @@ class ArrayWindows(Dataset):
         t_in: input frames.
         t_out: target frames.
         seconds: int64 ``[T]`` Unix seconds of a series' frames, or ``None``.
+        valid: bool ``[N, T, C, H, W]`` (True = observed) when the data has masked values, else ``None``.
     """
 
     def __init__(
-        self, frames: torch.Tensor, windows: np.ndarray, t_in: int, t_out: int, seconds: np.ndarray | None = None
+        self,
+        frames: torch.Tensor,
+        windows: np.ndarray,
+        t_in: int,
+        t_out: int,
+        seconds: np.ndarray | None = None,
+        valid: torch.Tensor | None = None,
     ) -> None:
         self.frames = frames
         self.windows = np.asarray(windows, dtype=np.int64).reshape(-1, 2)
         self.t_in, self.t_out = t_in, t_out
         self.seconds = seconds
+        self.valid = valid
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """``{"x": [T_in, C, H, W], "y": [T_out, C, H, W], "index", "time"}`` (``time`` only with stamps)."""
+        """``{"x": [T_in, C, H, W], "y": [T_out, C, H, W], "index", "time"}`` (``time`` only with stamps), and
+        ``x_valid``/``y_valid`` of the same shapes when the data has masked values."""
         if not 0 <= index < len(self.windows):
             raise IndexError(index)
         n, s = (int(v) for v in self.windows[index])
         window = self.frames[n, s : s + self.t_in + self.t_out]
         item = {"x": window[: self.t_in], "y": window[self.t_in :], "index": int(index)}
+        if self.valid is not None:
+            valid = self.valid[n, s : s + self.t_in + self.t_out]
+            item["x_valid"], item["y_valid"] = valid[: self.t_in], valid[self.t_in :]
         if self.seconds is not None:
             item["time"] = torch.tensor(int(self.seconds[s]), dtype=torch.int64)
         return item
@@ -467,7 +484,10 @@ class ArrayDataModule(ForecastDataModule):
         splits: fractions ``[train, val, test]``, or ``{train: [a, b], ...}`` index or date ranges.
         time_key: the time-stamp array in an ``.npz``/HDF5 file.
         normalize: ``"zscore"`` (training mean/std per channel) or ``"none"``.
-        fill_nan: ``None`` refuses NaN; ``"mean"`` (training mean) or ``"zero"`` fills them.
+        fill_nan: ``None`` masks missing values; ``"mean"`` (training mean) or ``"zero"`` fills them.
+        mask_value: a fill value that marks missing values (e.g. ``-9999``), or ``None``.
+        mask: a variable of the data file, or a ``.npy``/``.npz``/``.nc`` file, that is nonzero where values are
+            observed (``[H, W]`` or ``[C, H, W]``); ``None``: NaN and ``mask_value`` only.
         channels: channel names; ``None`` reads them from the files or numbers them.
         units: channel units; ``None`` reads them from the files or says ``unknown``.
         name: the dataset name recorded in ``metadata()``.
@@ -492,6 +512,8 @@ class ArrayDataModule(ForecastDataModule):
         time_key: str = "times",
         normalize: Literal["zscore", "none"] = "zscore",
         fill_nan: Literal["mean", "zero"] | None = None,
+        mask_value: float | None = None,
+        mask: str | None = None,
         channels: Sequence[str] | None = None,
         units: Sequence[str] | None = None,
         name: str = "arrays",
@@ -517,6 +539,19 @@ class ArrayDataModule(ForecastDataModule):
         self.time_key = str(time_key)
         self.normalize = normalize
         self.fill_nan = fill_nan
+        check(
+            mask_value is None or (isinstance(mask_value, (int, float)) and not isinstance(mask_value, bool)),
+            f"data.mask_value={mask_value!r}; give the number that marks missing values (e.g. -9999) or null",
+        )
+        check(
+            mask is None or fill_nan is None,
+            f"data.mask={mask} and data.fill_nan={fill_nan} contradict each other; give a mask or a fill, not both",
+        )
+        self.mask_value = None if mask_value is None else float(mask_value)
+        self.mask = None if mask is None else str(mask)
+        self._static_valid: np.ndarray | None = None
+        self._mask_meta: dict[str, Any] | None = None
+        self._fill_values: list[float] | None = None
         self.channels = _as_list(channels)
         self.units = _as_list(units)
         self.name = str(name)
@@ -537,21 +572,67 @@ class ArrayDataModule(ForecastDataModule):
             raise UserError(f"data.path={args['path']} does not exist and data.frame_shape=[C, H, W] is not set")
         return DataShapes("forecast", (int(args["t_in"]), *frame), out_frames=int(args["t_out"]))
 
-    def _fill(self, data: np.ndarray, nan: np.ndarray, train: np.ndarray, source: ArraySource) -> None:
-        count = int(nan.sum())
-        if self.fill_nan is None:
-            n, t, c, h, w = (int(v) for v in np.argwhere(nan)[0])
-            where = f"frame {t}" + (f" of sample {n}" if not source.series else "")
-            if source.seconds is not None:
-                where += f" ({_iso(source.seconds[t])})"
+    def _static_mask(self, source: ArraySource, shape: tuple[int, ...]) -> np.ndarray:
+        """``[1, 1, C, H, W]`` bool from ``mask``: a variable of the (first) data file or a file of one array."""
+        as_file = Path(str(self.mask)).expanduser()
+        if as_file.suffix.lower() in SUFFIXES and as_file.exists():
+            arrays, _, names, _ = _read_file(as_file, None, self.time_key, header=False)
+            where = str(as_file)
+        else:
+            arrays, _, names, _ = _read_file(Path(source.files[0]), [str(self.mask)], self.time_key, header=False)
+            where = f"{source.files[0]} ({self.mask})"
+        array = np.asarray(arrays[0])
+        while array.ndim > 3 and array.shape[0] == 1:  # e.g. a [1, 1, H, W] or [time=1, H, W] variable
+            array = array[0]
+        _, _, c, h, w = shape
+        if array.shape not in ((h, w), (c, h, w), (1, h, w)):
             raise UserError(
-                f"{self.path}: {count} NaN values (first at {where}, channel {c}, row {h}, column {w}); "
-                "set data.fill_nan=mean or data.fill_nan=zero to fill them"
+                f"data.mask: {where} holds an array of shape {tuple(array.shape)}; it must be [H, W] = {[h, w]} or "
+                f"[C, H, W] = {[c, h, w]} (nonzero where values are observed)"
             )
-        fill = np.nanmean(train, axis=(0, 1, 3, 4)) if self.fill_nan == "mean" else np.zeros(data.shape[2])
-        fill = np.nan_to_num(fill.astype(np.float32))
-        log.warning("%s: filling %d NaN values with %s", self.path, count, self.fill_nan)
-        data[:] = np.where(nan, fill.reshape(1, 1, -1, 1, 1), data)
+        observed = np.nan_to_num(array.astype(np.float64), nan=0.0) != 0
+        return observed.reshape(1, 1, -1, h, w)
+
+    def _observed(self, data: np.ndarray, source: ArraySource) -> np.ndarray | None:
+        """bool ``[N, T, C, H, W]`` (True = observed) from NaN, ``mask_value`` and ``mask``; ``None`` if all are."""
+        observed = ~np.isnan(data)
+        if self.mask_value is not None:
+            observed &= data != np.float32(self.mask_value)
+        if self.mask is not None:
+            observed &= self._static_mask(source, data.shape)
+        return None if observed.all() else observed
+
+    def _fill(self, data: np.ndarray, observed: np.ndarray, train: np.ndarray, train_obs: np.ndarray) -> None:
+        """Fill the missing values in place with the channel's training mean (over observed values) or 0."""
+        if self.fill_nan == "mean":
+            counts = train_obs.sum(axis=(0, 1, 3, 4))
+            sums = np.where(train_obs, train, 0.0).sum(axis=(0, 1, 3, 4), dtype=np.float64)
+            fill = np.divide(sums, counts, out=np.zeros(len(counts)), where=counts > 0)
+        else:
+            fill = np.zeros(data.shape[2])
+        missing = int((~observed).sum())
+        log.warning("%s: filling %d missing values with the %s (data.fill_nan=%s)", self.path, missing,
+                    "training mean" if self.fill_nan == "mean" else "value 0", self.fill_nan)
+        np.copyto(data, fill.astype(np.float32).reshape(1, 1, -1, 1, 1), where=~observed)
+        self._fill_values = [float(v) for v in fill]
+
+    def _masked_statistics(self, train: np.ndarray, train_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and population std over the observed training values."""
+        counts = train_obs.sum(axis=(0, 1, 3, 4))
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            raise UserError(
+                f"{self.path}: channel {int(empty[0])} has no observed value in the train split (all masked); "
+                "change data.splits or drop the channel with data.variable="
+            )
+        values = np.where(train_obs, train, 0.0)
+        mean = values.sum(axis=(0, 1, 3, 4), dtype=np.float64) / counts
+        centred = np.where(train_obs, train - mean.reshape(1, 1, -1, 1, 1).astype(np.float32), 0.0)
+        std = np.sqrt(np.square(centred, dtype=np.float64).sum(axis=(0, 1, 3, 4)) / counts)
+        return mean, std
+
+    def static_valid_mask(self) -> np.ndarray | None:
+        return self._static_valid
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -574,21 +655,31 @@ class ArrayDataModule(ForecastDataModule):
             return np.array([(n, s) for n in range(lo, hi) for s in starts], dtype=np.int64).reshape(-1, 2)
 
         lo, hi = ranges["train"]
+        observed = self._observed(data, source)
+        if observed is not None and not data.flags.writeable:
+            data = data.copy()
         train = data[:, lo:hi] if source.series else data[lo:hi]
-        nan = np.isnan(data)
-        if nan.any():
-            if not data.flags.writeable:
-                data = data.copy()
-            self._fill(data, nan, train, source)
-            train = data[:, lo:hi] if source.series else data[lo:hi]
+        train_obs = None if observed is None else (observed[:, lo:hi] if source.series else observed[lo:hi])
+        self._fill_values = None
+        if observed is not None and self.fill_nan is not None:
+            self._fill(data, observed, train, train_obs)
+            observed = train_obs = None
+        if observed is not None:
+            self._describe_mask(observed, source)
         if self.normalize == "zscore":
-            mean = train.mean(axis=(0, 1, 3, 4), dtype=np.float64)
-            std = train.std(axis=(0, 1, 3, 4), dtype=np.float64)
+            if train_obs is not None:
+                mean, std = self._masked_statistics(train, train_obs)
+            else:
+                mean = train.mean(axis=(0, 1, 3, 4), dtype=np.float64)
+                std = train.std(axis=(0, 1, 3, 4), dtype=np.float64)
             std = np.where(std > 0, std, 1.0)  # a constant channel is only shifted
         else:
             mean, std = np.zeros(data.shape[2]), np.ones(data.shape[2])
-        scaled = (data - mean.reshape(1, 1, -1, 1, 1)) / std.reshape(1, 1, -1, 1, 1)
-        frames = torch.from_numpy(scaled.astype(np.float32))
+        scaled = ((data - mean.reshape(1, 1, -1, 1, 1)) / std.reshape(1, 1, -1, 1, 1)).astype(np.float32)
+        if observed is not None:
+            # Masked entries take the training mean, i.e. exactly 0 once normalised (the model's documented fill).
+            scaled[~observed] = 0.0
+        frames = torch.from_numpy(scaled)
         info = {}
         for split in SPLITS:
             w = windows(split)
@@ -599,7 +690,8 @@ class ArrayDataModule(ForecastDataModule):
                     f"of t_in + t_out = {length} frames{' between time gaps' if len(segments) > 1 else ''}; "
                     "change data.splits, data.t_in or data.t_out"
                 )
-            self.datasets[split] = ArrayWindows(frames, w, self.t_in, self.t_out, source.seconds)
+            valid = None if observed is None else torch.from_numpy(observed)
+            self.datasets[split] = ArrayWindows(frames, w, self.t_in, self.t_out, source.seconds, valid)
             info[split] = {"windows": len(w), "range": list(ranges[split])}
         c = data.shape[2]
         self._frame = (c, data.shape[3], data.shape[4])
@@ -618,7 +710,33 @@ class ArrayDataModule(ForecastDataModule):
             "splits": info,
             "series": source.series,
             "source_files": [Path(f).name for f in source.files],
+            "mask": self._mask_meta,
         }
+
+    def _describe_mask(self, observed: np.ndarray, source: ArraySource) -> None:
+        """Keep the static mask and the metadata's ``mask``; say in one line what is masked."""
+        self._static_valid = observed.any(axis=(0, 1))
+        cells = int(self._static_valid.size)
+        static = int((~self._static_valid).sum())
+        values = int((~observed).sum())
+        further = values - static * observed.shape[0] * observed.shape[1]
+        sources = ["NaN"]
+        if self.mask_value is not None:
+            sources.append(f"value {self.mask_value:g}")
+        if self.mask is not None:
+            sources.append(f"mask {self.mask}")
+        self._mask_meta = {"source": " | ".join(sources), "static_masked": static, "cells": cells,
+                           "masked_values": values}
+        log.warning(
+            "%s: masking %s of %s cells (missing in every step) and %s further values (%s); statistics from observed "
+            "values only (set data.fill_nan=mean to fill instead)",
+            self.path, f"{static:,}", f"{cells:,}", f"{further:,}", self._mask_meta["source"],
+        )
+
+    def _fill_meta(self) -> Any:
+        if self._fill_values is None:
+            return None
+        return {"method": self.fill_nan, "values": self._fill_values}
 
     @property
     def in_shape(self) -> tuple[int, int, int, int]:
@@ -644,7 +762,9 @@ class ArrayDataModule(ForecastDataModule):
             "t_out": self.t_out,
             "stride": self.stride,
             "layout": self.layout,
+            "variable": self.variable,
+            "time_key": self.time_key,
             "normalize": self.normalize,
-            "fill_nan": self.fill_nan,
+            "fill_nan": self._fill_meta(),
             **self._meta,
         }

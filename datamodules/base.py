@@ -10,6 +10,15 @@ target (``out_frames`` or ``num_classes``) without reading data, and :func:`shap
 a config's ``_target_`` names. Benchmarks and config checks use it; a datamodule's batches and ``metadata()`` agree
 with it (tests/test_datamodule_contract.py).
 
+Masks (docs/data.md, "Masked cells"): a forecasting datamodule whose data has missing values (NaN, a declared fill
+value, or a mask variable or file) declares them instead of inventing values. ``metadata()["mask"]`` is then a dict
+(``source``, ``static_masked`` cells, ``cells``, ``masked_values``) and every sample also holds ``"x_valid"``
+``[T_in, C, H, W]`` and ``"y_valid"`` ``[T_out, C, H, W]`` bool (True = observed); the masked entries of ``x`` and
+``y`` are 0 (the training mean, once normalised) and the statistics come from observed values only.
+:meth:`ForecastDataModule.static_valid_mask` gives the cells observed at least once, which checkpoints keep. When
+the user asks for filling (``fill_nan``) the values are filled, ``mask`` is ``None`` and ``metadata()["fill_nan"]``
+says with what. Without missing values ``mask`` is ``None`` and the ``*_valid`` keys are absent.
+
 Time convention: where a dataset has wall-clock stamps, a sample's ``"time"`` is the int64 Unix time in seconds
 (UTC; naive stamps such as TaxiBJ's local ones are read as UTC) of the window's first input frame (batches:
 ``[B]``).
@@ -23,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from stpred.errors import UserError
@@ -114,6 +124,11 @@ class ForecastDataModule(L.LightningDataModule):
     def metadata(self) -> dict[str, Any]:
         """Plain-valued description saved in checkpoints; see :data:`METADATA_KEYS`."""
         raise NotImplementedError
+
+    def static_valid_mask(self) -> np.ndarray | None:
+        """``[C, H, W]`` bool, True where a cell is observed at least once (e.g. land of a land-only product), or
+        ``None`` when nothing is masked. Checkpoints keep it; forecasts are NaN outside it."""
+        return None
 
     @classmethod
     def shapes_from_config(cls, cfg: Mapping[str, Any]) -> DataShapes:

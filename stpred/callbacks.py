@@ -53,10 +53,16 @@ class PredictionPanel(L.Callback):
             return
         k = self.num_samples
         self._batch = {
-            "x": pl_module.denormalize(batch["x"][:k]).cpu(),
-            "y": pl_module.denormalize(batch["y"][:k]).cpu(),
-            "pred": pl_module.denormalize(outputs["pred"][:k]).cpu(),
+            "x": self._masked(pl_module.denormalize(batch["x"][:k]), batch.get("x_valid"), k),
+            "y": self._masked(pl_module.denormalize(batch["y"][:k]), batch.get("y_valid"), k),
+            "pred": self._masked(pl_module.denormalize(outputs["pred"][:k]), batch.get("y_valid"), k),
         }
+
+    @staticmethod
+    def _masked(values: Any, valid: Any, k: int) -> Any:
+        """``values`` on the CPU with masked cells NaN (drawn grey), so the filled values are never shown."""
+        values = values.float().cpu()
+        return values if valid is None else values.masked_fill(~valid[:k].cpu(), float("nan"))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._batch is None or not self._active(trainer):

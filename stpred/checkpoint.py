@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from stpred._version import __version__
 from stpred.errors import UserError
+from stpred.masking import MaskReport, fill_input, training_fill
 from stpred.registry import create_model_from_config, model_version
 
 __all__ = ["Predictor", "load_predictor", "read_checkpoint"]
@@ -26,9 +27,13 @@ class Predictor:
         metadata: the datamodule metadata stored in the checkpoint (``mean``, ``std``, shapes, units, grid,
             class names...).
         model_name: registry name of ``net``.
+        valid_mask: ``[C, H, W]`` bool, the cells observed at least once in training (checkpoints of masked data);
+            forecasts are NaN outside it (:mod:`stpred.masking`).
     """
 
-    def __init__(self, net: nn.Module, metadata: dict[str, Any], model_name: str) -> None:
+    def __init__(
+        self, net: nn.Module, metadata: dict[str, Any], model_name: str, valid_mask: torch.Tensor | None = None
+    ) -> None:
         self.net = net.eval()
         self.metadata = metadata
         self.model_name = model_name
@@ -39,6 +44,8 @@ class Predictor:
         channels = self.in_shape[1]
         self._mean = torch.as_tensor(metadata["mean"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
         self._std = torch.as_tensor(metadata["std"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
+        self.valid_mask = None if valid_mask is None else valid_mask.to(torch.bool).cpu()
+        self._fill = training_fill(metadata) if self.task == "forecast" else None
 
     @property
     def device(self) -> torch.device:
@@ -52,6 +59,9 @@ class Predictor:
     def predict(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Forecast (or classify) from inputs in the data's own units.
 
+        Missing input values (NaN) are handled as :mod:`stpred.masking` says: filled as in training, the forecast
+        NaN where the input is masked; NaN where the training data had none is said in one warning line.
+
         Args:
             x: ``[B, T_in, C, H, W]`` or a single ``[T_in, C, H, W]`` sequence, in the data's own units (physical
                 units for fields, [0, 1] pixels for video).
@@ -60,6 +70,14 @@ class Predictor:
             A forecaster: ``[B, T_out, C, H, W]`` (or ``[T_out, C, H, W]``) de-normalised float32 forecasts. A
             classifier: class probabilities ``[B, num_classes]`` (or ``[num_classes]``). On the predictor's device.
         """
+        out, report = self.predict_with_report(x)
+        if report.message():
+            warnings.warn(report.message(), stacklevel=2)
+        return out
+
+    @torch.no_grad()
+    def predict_with_report(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, MaskReport]:
+        """:meth:`predict`, and the :class:`~stpred.masking.MaskReport` of what was masked and filled."""
         x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
         single = x.dim() == 4
         if single:
@@ -69,9 +87,15 @@ class Predictor:
             raise UserError(f"input of shape {tuple(x.shape)} does not fit this checkpoint: it expects [B, {expected}]")
         device = self.device
         mean, std = self._mean.to(device), self._std.to(device)
-        out = self.net((x.to(device, torch.float32) - mean) / std).float()
-        out = out.softmax(-1) if self.task == "classify" else out * std + mean
-        return out[0] if single else out
+        x = x.to(device, torch.float32)
+        if self.task == "classify":
+            out, report = self.net((x - mean) / std).float().softmax(-1), MaskReport()
+        else:
+            normalised, masked, report = fill_input(x, mean, std, valid_mask=self.valid_mask, fill=self._fill)
+            out = self.net(normalised).float() * std + mean
+            if masked is not None:
+                out = out.masked_fill(masked.unsqueeze(1), float("nan"))
+        return (out[0] if single else out), report
 
     def top_k(self, x: torch.Tensor | np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         """A classifier's ``k`` most likely class names with probabilities, for each sequence in ``x``."""
@@ -85,8 +109,13 @@ class Predictor:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a ``.ckpt`` with ``weights_only=True``; a missing or foreign file is one clear :class:`UserError`."""
-    path = Path(path)
+    """Load a ``.ckpt`` with ``weights_only=True``; a missing or foreign file is one clear :class:`UserError`.
+
+    ``zoo:<name>`` names a shipped checkpoint (:mod:`stpred.zoo`, ``stpred-zoo list``).
+    """
+    from stpred.zoo import resolve
+
+    path = resolve(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (pass the path of a .ckpt written by stpred-train)")
     try:
@@ -132,4 +161,5 @@ def load_predictor(path: str | Path, map_location: str | torch.device = "cpu") -
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise UserError(f"checkpoint {path} does not match model '{model_cfg['name']}': {first}") from None
-    return Predictor(net, data, model_cfg["name"]).to(map_location)
+    valid_mask = ckpt["state_dict"].get("valid_mask")
+    return Predictor(net, data, model_cfg["name"], valid_mask=valid_mask).to(map_location)

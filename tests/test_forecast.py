@@ -183,8 +183,10 @@ def test_plot_draws_the_era5_input_north_up_on_a_kelvin_scale(
         dm.setup()
         assert dm.metadata()["latitude_order"] == "ascending"
         ckpt = save_checkpoint(tmp_path / "asc.ckpt", "simvpv2", SMALL_SIMVP, dm.metadata())
-    result, _ = stpred.apps.forecast.run_forecast(ckpt, source, init_time=init, out=tmp_path / "uk.nc", device="cpu")
-    fig, axes = stpred.apps.forecast.forecast_figure(result)
+    result, _ = stpred.apps._forecasting.run_forecast(
+        ckpt, source, init_time=init, out=tmp_path / "uk.nc", device="cpu"
+    )
+    fig, axes = stpred.apps._forecasting.forecast_figure(result)
     ax = axes[(0, f"input {init}")]
     norm = ax.images[0].norm
     assert 260 < norm.vmin < norm.vmax < 295 and norm.vmax - norm.vmin > 3  # kelvin, not symmetric about zero
@@ -470,8 +472,8 @@ def test_npy_forecast_uses_the_last_t_in_frames(vorticity, tmp_path, capsys):
 
 def test_plot_of_vorticity_is_diverging_about_zero(vorticity, tmp_path):
     npy = vorticity["root"] / "vorticity.npy"
-    result, _ = stpred.apps.forecast.run_forecast(vorticity["ckpt"], npy, out=tmp_path / "ns.nc", device="cpu")
-    fig, axes = stpred.apps.forecast.forecast_figure(result)
+    result, _ = stpred.apps._forecasting.run_forecast(vorticity["ckpt"], npy, out=tmp_path / "ns.nc", device="cpu")
+    fig, axes = stpred.apps._forecasting.forecast_figure(result)
     ax = axes[(0, "input")]
     norm = ax.images[0].norm
     assert ax.images[0].cmap.name == "RdBu_r" and norm.vmin == -norm.vmax and 0 < norm.vmax < 10

@@ -185,7 +185,7 @@ def test_zarr_store_and_folder_of_files_concatenated_in_name_order(tmp_path):
 
 
 # -- arrays: one-line errors -------------------------------------------------------------------------------------------
-def test_bad_layout_missing_key_and_nan_are_one_line_errors(tmp_path):
+def test_bad_layout_and_missing_key_are_one_line_errors_and_nan_masked_or_filled(tmp_path):
     np.save(tmp_path / "s.npy", np.zeros((10, 4, 4), np.float32))
     for layout in ("TCHW", "TXW", "TTW"):
         with pytest.raises(UserError, match="data.layout=") as err:
@@ -199,10 +199,9 @@ def test_bad_layout_missing_key_and_nan_are_one_line_errors(tmp_path):
     series = np.random.default_rng(5).normal(size=(40, 1, 3, 3)).astype(np.float32)
     series[7, 0, 1, 2] = series[9, 0, 0, 0] = np.nan
     np.save(tmp_path / "nan.npy", series)
-    with pytest.raises(UserError) as err:
-        ArrayDataModule(str(tmp_path / "nan.npy"), t_in=2, t_out=2).setup()
-    text = str(err.value)
-    assert "\n" not in text and "2 NaN values" in text and "frame 7" in text and "fill_nan" in text
+    masked = ArrayDataModule(str(tmp_path / "nan.npy"), t_in=2, t_out=2)
+    masked.setup()  # NaN values are masked by default (the contract is tested in tests/test_masks.py)
+    assert masked.metadata()["mask"]["masked_values"] == 2 and masked.metadata()["fill_nan"] is None
     dm = ArrayDataModule(str(tmp_path / "nan.npy"), t_in=2, t_out=2, fill_nan="mean")
     dm.setup()
     train = series[:32, 0]

@@ -25,7 +25,9 @@ class ForecastTask(TaskBase):
     Args:
         model: ``{"name": registry name, "kwargs": {...}}``; ``in_shape``/``out_frames`` come from ``data``.
         data: the datamodule's ``metadata()`` (shapes, per-channel ``mean``/``std``, ``data_range``, ``pde``,
-            optional ``latitude`` for latitude-weighted errors).
+            optional ``latitude`` for latitude-weighted errors, ``mask`` when the data has masked cells: batches then
+            carry ``x_valid``/``y_valid`` and the loss and metrics skip masked values; the static mask is kept in
+            the checkpoint as the buffer ``valid_mask`` ``[C, H, W]``).
         optim: optimiser and schedule, see :data:`stpred.tasks.optim.OPTIM_DEFAULTS`.
         loss: a forecast loss of :func:`stpred.losses.list_losses`: ``"mse"`` (default), ``"mse+l1"`` or
             ``"convs5"`` on normalised values, ``"rel_l2"`` (FNO's relative L2) on de-normalised values.
@@ -59,6 +61,10 @@ class ForecastTask(TaskBase):
         self.register_buffer("std", std, persistent=False)
         self.val_metrics = self._make_metrics(data)
         self.test_metrics = self._make_metrics(data)
+        if data.get("mask"):
+            # The cells observed at least once; filled from the datamodule in setup(), restored from checkpoints.
+            frame = tuple(int(v) for v in data["in_shape"][1:])
+            self.register_buffer("valid_mask", torch.ones(frame, dtype=torch.bool))
         self.val_mse_best = MinMetric()
         self.test_per_lead: dict[str, list[float]] = {}
 
@@ -71,6 +77,12 @@ class ForecastTask(TaskBase):
             lat_weights=latitude_area_weights(lat).tolist() if lat is not None else None,
         )
 
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        static = datamodule.static_valid_mask() if hasattr(datamodule, "static_valid_mask") else None
+        if hasattr(self, "valid_mask") and static is not None:
+            self.valid_mask.copy_(torch.as_tensor(static, dtype=torch.bool))
+
     # -- model ----------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``[B, T_in, C, H, W]`` -> normalised ``[B, T_out, C, H, W]``."""
@@ -79,10 +91,11 @@ class ForecastTask(TaskBase):
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return x.float() * self.std + self.mean
 
-    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """The configured loss; ``valid`` (bool, True = observed) leaves masked cells out."""
         if self.loss_fn.physical_units:
-            return self.loss_fn(self.denormalize(pred), self.denormalize(target))
-        return self.loss_fn(pred, target)
+            return self.loss_fn(self.denormalize(pred), self.denormalize(target), valid=valid)
+        return self.loss_fn(pred, target, valid=valid)
 
     # -- steps ----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -90,17 +103,18 @@ class ForecastTask(TaskBase):
             # Next-frame training over the whole sequence (ConvS5): frames 0..L-2 predict 1..L-1.
             frames = torch.cat([batch["x"], batch["y"]], dim=1)
             pred, target = self.net.teacher_forced(frames[:, :-1]), frames[:, 1:]
+            valid = torch.cat([batch["x_valid"], batch["y_valid"]], dim=1)[:, 1:] if "y_valid" in batch else None
         else:
-            pred, target = self(batch["x"]), batch["y"]
-        loss = self._loss(pred, target)
+            pred, target, valid = self(batch["x"]), batch["y"], batch.get("y_valid")
+        loss = self._loss(pred, target, valid)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=pred.shape[0])
         return loss
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str, metrics: ForecastMetrics) -> dict:
-        pred = self(batch["x"])
-        loss = self._loss(pred, batch["y"])
+        pred, valid = self(batch["x"]), batch.get("y_valid")
+        loss = self._loss(pred, batch["y"], valid)
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=pred.shape[0])
-        metrics.update(self.denormalize(pred), self.denormalize(batch["y"]))
+        metrics.update(self.denormalize(pred), self.denormalize(batch["y"]), valid=valid)
         return {"pred": pred.detach()}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
