@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 import stpred.configs
 
 __all__ = [
+    "compose_train_config",
     "CONFIG_DIR",
     "compose",
     "use_hydra_logging",
@@ -37,6 +39,26 @@ def compose(config_name: str, overrides: Sequence[str] = (), *, hydra_config: bo
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+def compose_train_config(*overrides: str, output_dir: str | Path | None = None) -> DictConfig:
+    """The ``stpred-train`` config for ``overrides``, with the run folder made concrete.
+
+    The folder is ``output_dir`` or, as the console script does, ``runs/<task_name>/<date>_<time>`` under
+    ``paths.log_dir``.
+    """
+    cfg = compose("train", overrides, hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    OmegaConf.set_struct(cfg, False)
+    task_name = OmegaConf.to_container(cfg, resolve=False)["task_name"]
+    if isinstance(task_name, str) and "${hydra:" in task_name:
+        cfg.task_name = choices["data"]
+    if output_dir is None:
+        output_dir = Path(cfg.paths.log_dir) / cfg.task_name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    cfg.paths.output_dir = str(output_dir)
+    del cfg["hydra"]
+    OmegaConf.set_struct(cfg, True)
+    return cfg
 
 
 def use_hydra_logging() -> None:

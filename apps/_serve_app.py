@@ -105,7 +105,7 @@ def _urls(job: Job, result: dict[str, Any]) -> dict[str, Any]:
 def create_app(catalog: Catalog, work_dir: Path) -> Starlette:
     """The application serving ``catalog``; jobs write under ``work_dir``."""
     from stpred.apps import _serve_clips, _serve_fields
-    from stpred.apps.demo import VIDEO_SUFFIXES
+    from stpred.apps._clips import VIDEO_SUFFIXES
 
     runner = JobRunner(work_dir)
 

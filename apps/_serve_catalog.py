@@ -75,8 +75,8 @@ class Catalog:
 
 
 def _describe(key: str, path: Path, note: str = "") -> Checkpoint:
+    from stpred.apps._forecasting import checkpoint_kind
     from stpred.apps._video_demo import demo_kind
-    from stpred.apps.forecast import checkpoint_kind
     from stpred.checkpoint import load_predictor
 
     if not path.is_file():
@@ -102,30 +102,26 @@ def _describe(key: str, path: Path, note: str = "") -> Checkpoint:
 
 def _zoo_checkpoints() -> list[Checkpoint]:
     """The zoo's entries that load; one that does not is named on stderr and left out."""
-    try:
-        from stpred import zoo
-    except ImportError:
-        return []
+    from stpred.zoo import list_entries
+
     found = []
-    for entry in zoo.list_entries():
+    for entry in list_entries():
         try:
-            checkpoint = _describe(f"zoo:{entry.name}", Path(entry.path), getattr(entry, "description", ""))
+            checkpoint = _describe(f"zoo:{entry.name}", entry.path, entry.description)
         except Exception as err:  # noqa: BLE001 - one broken entry must not stop the server
             print(f"stpred-serve: warning: zoo:{entry.name} left out ({' '.join(str(err).split())})", file=sys.stderr)
             continue
-        checkpoint.info["scores"] = dict(getattr(entry, "scores", {}) or {})
-        checkpoint.info["baseline"] = dict(getattr(entry, "baseline", {}) or {})
+        checkpoint.info["scores"] = dict(entry.scores)
+        checkpoint.info["baseline"] = dict(entry.baseline)
         found.append(checkpoint)
     return found
 
 
 def _resolve(ref: str) -> tuple[str, Path]:
-    if ref.startswith("zoo:"):
-        try:
-            from stpred import zoo
-        except ImportError:
-            raise UserError(f"{ref}: this stpred has no model zoo; give a .ckpt path") from None
-        return ref, Path(zoo.resolve(ref))
+    from stpred.zoo import is_zoo_name, resolve
+
+    if is_zoo_name(ref):
+        return ref, resolve(ref)
     path = Path(ref)
     return path.stem, path
 
@@ -170,7 +166,7 @@ def build_catalog(
     Raises:
         UserError: a missing or unreadable checkpoint or sample, or no checkpoint at all.
     """
-    from stpred.apps.demo import collect_clips
+    from stpred.apps._clips import collect_clips
 
     checkpoints: dict[str, Checkpoint] = {}
     for checkpoint in _zoo_checkpoints() if use_zoo else []:

@@ -62,7 +62,7 @@ def lead_plot(rows: list[dict[str, Any]], persistence: list[dict[str, Any]], pat
 
 
 def _info(path: Path):
-    from stpred.apps.demo import probe_clips
+    from stpred.apps._clips import probe_clips
 
     return probe_clips([path])[path]
 
@@ -112,7 +112,7 @@ def classify(predictor: Predictor, clip: Path, out_dir: Path, top_k: int, progre
         ``{"kind": "classify", "top": [{"label", "class_id", "probability"}], "animation", "views"}``.
     """
     from stpred.apps import _video_demo as demo
-    from stpred.apps.demo import parse_views
+    from stpred.apps._clips import parse_views
     from stpred.datamodules.video_io import open_video
 
     if top_k < 1:

@@ -1,6 +1,6 @@
 """The field page's work for ``stpred-serve``: one forecast of gridded fields, its maps per lead and its skill.
 
-The forecast itself is :func:`stpred.apps.forecast.run_forecast` (what ``stpred-forecast`` does: the input read as
+The forecast itself is :func:`stpred.apps._forecasting.run_forecast` (what ``stpred-forecast`` does: the input read as
 training read it, the NetCDF written). Added here: the truth at each lead where the input has it (the same readers,
 asked for the stamps after the initial time), one PNG of maps per lead on colour scales shared by all leads (so a
 slider compares like with like), and RMSE per lead against persistence (the last input held), latitude-weighted on a
@@ -45,7 +45,7 @@ def read_truth(kind: str, path: Path, meta: dict[str, Any], init: str | None, t_
     """The true fields at the forecast's leads where the input has them: ``[K, C, H, W]`` or ``None``.
 
     Args:
-        kind: :func:`stpred.apps.forecast.checkpoint_kind`.
+        kind: :func:`stpred.apps._forecasting.checkpoint_kind`.
         array: for ``"array"`` inputs, the frames after the initial one (the caller cut the input there).
     """
     if kind == "weather" and init is not None:
@@ -176,7 +176,7 @@ def forecast_fields(
         ``{"netcdf", "maps" [T_out], "leads" [T_out], "skill" (PNG or None), "rmse", "persistence_rmse", "init",
         "variables"}``; file entries are names inside ``out_dir``.
     """
-    from stpred.apps.forecast import checkpoint_kind, load_forecaster, run_forecast
+    from stpred.apps._forecasting import checkpoint_kind, load_forecaster, run_forecast
     from stpred.metrics import latitude_area_weights
     from stpred.plotting import north_up
 

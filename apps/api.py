@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from stpred.apps._compose import compose
+from stpred.apps._compose import compose_train_config
 
 __all__ = ["TrainedRun", "train", "compose_train_config"]
 
@@ -48,26 +47,6 @@ class TrainedRun:
         if not hasattr(self, "_predictor"):
             self._predictor = load_predictor(self.checkpoint)
         return self._predictor
-
-
-def compose_train_config(*overrides: str, output_dir: str | Path | None = None) -> DictConfig:
-    """The ``stpred-train`` config for ``overrides``, with the run folder made concrete.
-
-    The folder is ``output_dir`` or, as the console script does, ``runs/<task_name>/<date>_<time>`` under
-    ``paths.log_dir``.
-    """
-    cfg = compose("train", overrides, hydra_config=True)
-    choices = cfg.hydra.runtime.choices
-    OmegaConf.set_struct(cfg, False)
-    task_name = OmegaConf.to_container(cfg, resolve=False)["task_name"]
-    if isinstance(task_name, str) and "${hydra:" in task_name:
-        cfg.task_name = choices["data"]
-    if output_dir is None:
-        output_dir = Path(cfg.paths.log_dir) / cfg.task_name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    cfg.paths.output_dir = str(output_dir)
-    del cfg["hydra"]
-    OmegaConf.set_struct(cfg, True)
-    return cfg
 
 
 def train(*overrides: str, output_dir: str | Path | None = None) -> TrainedRun:

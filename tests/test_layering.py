@@ -4,10 +4,10 @@ Layers, low to high; a module may import its own layer and the layers below it:
 
 1. ``base``: ``stpred.errors``, ``stpred.atomic``, ``stpred.configs``, ``stpred._version`` (exceptions, atomic
    writes, config files, the version).
-2. ``numerics``: ``stpred.losses``, ``stpred.metrics``, ``stpred.physics``, ``stpred.plotting``: array functions on
-   ``base`` only. They sit below the models because a model may re-export its loss
-   (``stpred.models.convs5.convs5_loss``); the physics (Navier-Stokes solver and residual) knows no model, datamodule
-   or kernel, and the field drawing knows no datamodule, task or app (they hand it arrays and metadata).
+2. ``numerics``: ``stpred.losses``, ``stpred.masking``, ``stpred.metrics``, ``stpred.physics``,
+   ``stpred.plotting``: array functions on ``base`` only. They sit below the models because a model may re-export
+   its loss (``stpred.models.convs5.convs5_loss``); the physics (Navier-Stokes solver and residual) knows no model,
+   datamodule or kernel, and the field drawing knows no datamodule, task or app (they hand it arrays and metadata).
 3. ``kernels``: ``stpred.kernels`` (custom ops, references, dispatch).
 4. ``layers``: ``stpred.layers``.
 5. ``models``: ``stpred.models`` and ``stpred.registry``, one layer: every model registers itself with
@@ -44,11 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("stpred.errors", "stpred.atomic", "stpred.configs", "stpred._version")),
-    ("numerics", ("stpred.losses", "stpred.metrics", "stpred.physics", "stpred.plotting")),
+    ("numerics", ("stpred.losses", "stpred.masking", "stpred.metrics", "stpred.physics", "stpred.plotting")),
     ("kernels", ("stpred.kernels",)),
     ("layers", ("stpred.layers",)),
     ("models", ("stpred.models", "stpred.registry")),
-    ("api", ("stpred.checkpoint", "stpred.importers")),
+    ("api", ("stpred.checkpoint", "stpred.importers", "stpred.zoo")),
     ("datamodules", ("stpred.datamodules",)),
     ("tasks", ("stpred.tasks", "stpred.callbacks")),
     ("apps", ("stpred.apps",)),

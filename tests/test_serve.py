@@ -28,7 +28,7 @@ from _serve_fixtures import (
 )
 
 from stpred.apps import demo as demo_cli
-from stpred.apps.forecast import run_forecast
+from stpred.apps._forecasting import run_forecast
 from stpred.apps.serve import listen, main
 from stpred.metrics import latitude_area_weights
 
