@@ -417,7 +417,7 @@ def read_array_window(path: Path, meta: Mapping[str, Any], init_text: str | None
 
     A ``.npy`` holds ``[T, C, H, W]``; any other format of ``data=arrays`` (``.npz``, HDF5, Zarr, NetCDF) is read as
     training read it (the checkpoint's ``variable`` and ``layout``), and one long series with time stamps lets
-    ``init_text`` pick the window.
+    ``init_text`` pick the window. Values equal to the checkpoint's ``mask_value`` become NaN (missing).
     """
     from stpred.datamodules.arrays import read_source
 
@@ -427,8 +427,11 @@ def read_array_window(path: Path, meta: Mapping[str, Any], init_text: str | None
         array, seconds = _read_npy(path), None
     else:
         source = read_source(path, meta.get("variable"), meta.get("layout"), str(meta.get("time_key") or "times"))
-        if not source.series or source.data.shape[0] != 1:
-            raise UserError(f"{path} holds samples [N, T, ...]; give one series [T, C, H, W] to forecast from")
+        if source.data.shape[0] != 1:
+            raise UserError(
+                f"{path} holds {source.data.shape[0]} samples [N, T, ...]; forecast from one: save it as a .npy "
+                "[T, C, H, W] or a file holding that sample alone"
+            )
         array, seconds = source.data[0], source.seconds
     if array.ndim != 4 or array.shape[1:] != frame or array.shape[0] < t_in:
         raise UserError(
@@ -450,7 +453,10 @@ def read_array_window(path: Path, meta: Mapping[str, Any], init_text: str | None
             )
         end = int(found[0]) + 1
     times = None if seconds is None else seconds[end - t_in : end].astype("datetime64[s]")
-    return ArrayWindow(np.ascontiguousarray(array[end - t_in : end], dtype=np.float32), times)
+    frames = np.array(array[end - t_in : end], dtype=np.float32)
+    if meta.get("mask_value") is not None:  # the declared fill value is missing data, as in training
+        frames[frames == np.float32(meta["mask_value"])] = np.nan
+    return ArrayWindow(frames, times)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,8 @@ SPLITS = ("train", "val", "test")
 AXES = "NTCHW"
 SUFFIXES = (".npy", ".npz", ".h5", ".hdf5", ".zarr", ".nc", ".nc4", ".netcdf")
 DEFAULT_LAYOUTS = {3: "THW", 4: "TCHW", 5: "NTCHW"}
+#: ``[train, val, test]`` fractions in time order when ``splits`` is not given.
+DEFAULT_SPLITS = (0.8, 0.1, 0.1)
 
 
 # -- layout -----------------------------------------------------------------------------------------------------------
@@ -481,7 +483,8 @@ class ArrayDataModule(ForecastDataModule):
         t_in: input frames.
         t_out: target frames.
         stride: frames between window starts.
-        splits: fractions ``[train, val, test]``, or ``{train: [a, b], ...}`` index or date ranges.
+        splits: fractions ``[train, val, test]``, or ``{train: [a, b], ...}`` index or date ranges; ``None``:
+            :data:`DEFAULT_SPLITS`.
         time_key: the time-stamp array in an ``.npz``/HDF5 file.
         normalize: ``"zscore"`` (training mean/std per channel) or ``"none"``.
         fill_nan: ``None`` masks missing values; ``"mean"`` (training mean) or ``"zero"`` fills them.
@@ -508,7 +511,7 @@ class ArrayDataModule(ForecastDataModule):
         t_in: int = 10,
         t_out: int = 10,
         stride: int = 1,
-        splits: Any = (0.8, 0.1, 0.1),
+        splits: Any = DEFAULT_SPLITS,
         time_key: str = "times",
         normalize: Literal["zscore", "none"] = "zscore",
         fill_nan: Literal["mean", "zero"] | None = None,
@@ -535,7 +538,7 @@ class ArrayDataModule(ForecastDataModule):
         self.variable = _as_list(variable)
         self.layout = None if layout is None else str(layout)
         self.t_in, self.t_out, self.stride = int(t_in), int(t_out), int(stride)
-        self.splits = splits
+        self.splits = DEFAULT_SPLITS if splits is None else splits
         self.time_key = str(time_key)
         self.normalize = normalize
         self.fill_nan = fill_nan
@@ -766,5 +769,6 @@ class ArrayDataModule(ForecastDataModule):
             "time_key": self.time_key,
             "normalize": self.normalize,
             "fill_nan": self._fill_meta(),
+            "mask_value": self.mask_value,
             **self._meta,
         }
