@@ -261,3 +261,48 @@ def test_forecast_writes_nan_where_masked_and_says_when_input_is_unexpectedly_mi
     with xr.open_dataset(tmp_path / "h.nc") as ds:
         assert "stpred_unexpected_nan" in ds["forecast"].attrs
         assert np.isfinite(ds["forecast"].values[:, 0, 8, 3]).all()  # seen in the first input frame: forecast
+
+
+# -- the same file through the weather datamodule (data=weatherbench) and stpred-forecast's weather path -------------
+WEATHER_SPLITS = "{train:[2020-01-01T00:00,2020-01-02T04:00],val:[2020-01-02T05:00,2020-01-02T13:00],test:[2020-01-02T14:00,2020-01-02T23:00]}"  # noqa: E501
+TEST_STARTS = range(38, 48 - T_IN - T_OUT + 1)  # stamps 38..47 are the test period; whole windows inside it
+
+
+def test_weather_datamodule_trains_scores_and_forecasts_only_observed_cells(land_file, tmp_path):
+    path, field = land_file
+    out = tmp_path / "run"
+    cfg = compose_config(
+        "train",
+        ["data=weatherbench", "data.root=null", f"data.path={path}", "data.resolution=null", "data.variables=[t2m]",
+         f"data.splits={WEATHER_SPLITS}", f"data.t_in={T_IN}", f"data.t_out={T_OUT}", f"paths.output_dir={out}",
+         *TINY],
+    )  # fmt: skip
+    results = train(cfg)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    predictor = load_predictor(ckpt)
+    meta = predictor.metadata
+    assert meta["latitude_order"] == "ascending" and meta["mask"]["static_masked"] == int(SEA.sum())
+    train_values = field[:29][~np.isnan(field[:29])].astype(np.float64)  # 2020-01-01T00:00 .. 2020-01-02T04:00
+    assert meta["mean"][0] == pytest.approx(train_values.mean(), rel=1e-6)
+    assert meta["std"][0] == pytest.approx(train_values.std(), rel=1e-5)
+    squared, absolute = [], []
+    for start in TEST_STARTS:
+        window = field[start : start + T_IN + T_OUT, None]
+        pred = predictor.predict(torch.from_numpy(window[:T_IN])).numpy().astype(np.float64)
+        target = window[T_IN:].astype(np.float64)
+        seen = ~np.isnan(target)
+        squared.append((pred[seen] - target[seen]) ** 2)
+        absolute.append(np.abs(pred[seen] - target[seen]))
+    assert results["mse"] == pytest.approx(np.concatenate(squared).mean(), rel=1e-4)
+    assert results["mae"] == pytest.approx(np.concatenate(absolute).mean(), rel=1e-4)
+
+    done = run_module("stpred.apps.forecast", "--ckpt", ckpt, path, "--init-time", "2020-01-02T20:00", "--out",
+                      tmp_path / "f.nc", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "masked    : " in done.stdout and not done.stderr.strip()
+    with xr.open_dataset(tmp_path / "f.nc") as ds:
+        t2m = ds["t2m"].sortby("latitude").values[0]  # [lead, lat, lon], south first as in the file
+        assert "NaN (_FillValue) where the input is masked" in ds["t2m"].attrs["stpred_mask"]
+    np.testing.assert_array_equal(np.isnan(t2m), np.broadcast_to(SEA, t2m.shape))
+    expected = predictor.predict(torch.from_numpy(field[45 - T_IN : 45, None])).numpy()[:, 0]
+    np.testing.assert_allclose(t2m, expected, rtol=1e-5, equal_nan=True)
