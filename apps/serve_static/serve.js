@@ -66,7 +66,11 @@ async function fillTimes() {
   // a default with truth after it, so that the skill curve has something to show
   const c = chosenCheckpoint();
   const lead = c && c.out_frames ? c.out_frames : 1;
-  if (times.length > lead && !$("init-time").value) $("init-time").value = times[times.length - 1 - lead];
+  const field = $("init-time");
+  if (times.length > lead && (!field.value || field.dataset.proposed === "1")) {
+    field.value = times[times.length - 1 - lead];
+    field.dataset.proposed = "1";  // ours, not the user's: another checkpoint may propose another
+  }
 }
 
 async function init() {
@@ -81,6 +85,7 @@ async function init() {
   if (options[page].samples.length) $("sample").value = options[page].samples[0];
   $("checkpoint").addEventListener("change", () => { describe(); if (page === "fields") loadTimes(); });
   $("sample").addEventListener("change", () => { if (page === "fields") { $("init-time").value = ""; loadTimes(); } });
+  if ($("init-time")) $("init-time").addEventListener("input", () => { $("init-time").dataset.proposed = "0"; });
   describe();
   if (page === "fields") await loadTimes();
   $("run-form").addEventListener("submit", submit);
