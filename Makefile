@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stpred-installed
 PYTEST_ARGS ?=
 
-.PHONY: quickstart test lint bench gpu-check clean
+.PHONY: quickstart test lint bench gpu-check zoo clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: $(STAMP)
 # written into docs/benchmarks.md with the device named (about 8 minutes).
 gpu-check: $(STAMP)
 	$(BIN)/stpred-bench gpu --doc docs/benchmarks.md
+
+# Retrain the shipped demo checkpoints (stpred/zoo/*.ckpt and zoo.json: scores, persistence, commands) with fixed
+# seeds, on the CPU. STPRED_DATA is the folder of shared data (mnist/, navier_stokes/, weather/, video/).
+zoo: $(STAMP)
+	STPRED_DATA=$${STPRED_DATA:-../shared/data} $(BIN)/stpred-zoo train
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
