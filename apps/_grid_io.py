@@ -440,20 +440,20 @@ def read_array_window(path: Path, meta: Mapping[str, Any], init_text: str | None
         )
     if not np.issubdtype(array.dtype, np.number):
         raise UserError(f"{path} holds {array.dtype} values; give a numeric array")
-    end = len(array)
-    if init_text is not None:
-        if seconds is None:
+    if seconds is None:
+        if init_text is not None:
             raise UserError(f"--init-time needs time stamps, and {path} has none; drop --init-time")
+        index, times = np.arange(len(array) - t_in, len(array)), None
+    else:
+        from stpred.datamodules.arrays import time_segments
+
         stamps = seconds.astype("datetime64[s]").astype("datetime64[ns]")
-        found = np.flatnonzero(stamps == parse_time(init_text))
-        if not len(found) or found[0] + 1 < t_in:
-            raise UserError(
-                f"--init-time {init_text}: {path} has no {t_in} frames ending there (it spans {iso(stamps[0])} .. "
-                f"{iso(stamps[-1])}); pick another --init-time"
-            )
-        end = int(found[0]) + 1
-    times = None if seconds is None else seconds[end - t_in : end].astype("datetime64[s]")
-    frames = np.array(array[end - t_in : end], dtype=np.float32)
+        step_seconds = meta.get("time_step") or time_segments(seconds, str(path))[0]
+        step = np.timedelta64(round(float(step_seconds)), "s").astype("timedelta64[ns]")
+        end = stamps[-1] if init_text is None else parse_time(init_text)
+        index = window_indices(stamps, end, step, t_in, iso, str(path))  # evenly spaced, no gap inside
+        times = seconds[index].astype("datetime64[s]")
+    frames = np.array(array[index], dtype=np.float32)
     if meta.get("mask_value") is not None:  # the declared fill value is missing data, as in training
         frames[frames == np.float32(meta["mask_value"])] = np.nan
     return ArrayWindow(frames, times)

@@ -196,3 +196,23 @@ def test_train_then_forecast(name: str, tmp_path: Path, capsys) -> None:
     np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5, equal_nan=True)
     if case.masked.any():
         assert "masked    :" in printed.out
+
+
+def test_forecast_input_windows_are_evenly_spaced_stamps(tmp_path: Path) -> None:
+    """A window ending at --init-time (or at the last stamp) must not cross a gap in the file's stamps."""
+    from stpred.apps._grid_io import read_array_window
+    from stpred.errors import UserError
+
+    series = _fields(np.random.default_rng(6), 12)[:, 0]  # [T, H, W]
+    hours = np.r_[0:6, 8:14]  # 06:00 and 07:00 are missing
+    stamps = np.array([f"2020-01-01T{h:02d}:00" for h in hours])
+    np.savez(tmp_path / "s.npz", v=series, times=stamps)
+    meta = {"in_shape": [3, 1, H, W], "variable": "v", "layout": "THW", "time_key": "times", "time_step": 3600.0}
+    window = read_array_window(tmp_path / "s.npz", meta)
+    np.testing.assert_array_equal(window.frames, series[-3:, None])
+    assert [str(t) for t in window.times] == ["2020-01-01T11:00:00", "2020-01-01T12:00:00", "2020-01-01T13:00:00"]
+    np.testing.assert_array_equal(read_array_window(tmp_path / "s.npz", meta, "2020-01-01T05:00").frames,
+                                  series[3:6, None])  # fmt: skip
+    with pytest.raises(UserError, match="has no stamp 2020-01-01T07:00") as err:
+        read_array_window(tmp_path / "s.npz", meta, "2020-01-01T09:00")
+    assert "\n" not in str(err.value)
