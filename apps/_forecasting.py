@@ -90,13 +90,6 @@ def _predict(predictor: Predictor, window: np.ndarray) -> tuple[np.ndarray, Mask
     return out.cpu().numpy().astype(np.float32), report
 
 
-def _record_masking(dataset: xr.Dataset, report: MaskReport) -> xr.Dataset:
-    """Write the masking note on every forecast variable (``_FillValue`` is NaN, see ``netcdf_encoding``)."""
-    for name in dataset.data_vars:
-        dataset[name].attrs.update(report.attributes())
-    return dataset
-
-
 def cell_edges(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float, float, float]:
     """``(left, right, bottom, top)`` of a north-up grid of cell centres (``lat`` descending), half a cell out."""
     half_lon = abs(float(lon[-1] - lon[0])) / max(len(lon) - 1, 1) / 2
@@ -113,7 +106,7 @@ def forecast_weather(predictor: Predictor, path: Path, init_text: str | None, at
     window = read_weather_window(path, meta, init_text)
     frames, report = _predict(predictor, window.frames)
     init = iso(window.times[-1])
-    dataset = _record_masking(weather_dataset(frames, window, meta, {**attrs, "init_time": init}), report)
+    dataset = weather_dataset(frames, window, meta, {**attrs, "init_time": init})
     lat, lon = np.asarray(meta["latitude"]), np.asarray(meta["longitude"])
     last_input, plotted = north_up(window.frames[-1], lat), north_up(frames, lat)  # plots are north-up
     if is_ascending(lat):
@@ -149,7 +142,7 @@ def forecast_flow(predictor: Predictor, path: Path, init_text: str | None, attrs
     scaled, report = _predict(predictor, scale_flows(window.counts, low, scale))
     counts = unscale_flows(scaled, low, scale)
     init = iso(slot_time(int(window.slots[-1]), window.slots_per_day))
-    dataset = _record_masking(flow_dataset(counts, window, meta, {**attrs, "init_time": init}), report)
+    dataset = flow_dataset(counts, window, meta, {**attrs, "init_time": init})
     names = [str(n) for n in dataset.data_vars]
     return Forecast(
         dataset=dataset,
@@ -172,7 +165,7 @@ def forecast_array(predictor: Predictor, path: Path, init_text: str | None, attr
     window = read_array_window(path, meta, init_text)
     frames, report = _predict(predictor, window.frames)
     init = None if window.times is None else iso(window.times[-1])
-    dataset = _record_masking(array_dataset(frames, meta, {**attrs, **({"init_time": init} if init else {})}), report)
+    dataset = array_dataset(frames, meta, {**attrs, **({"init_time": init} if init else {})})
     return Forecast(
         dataset=dataset,
         last_input=window.frames[-1],
@@ -298,7 +291,10 @@ def run_forecast(
     predictor = load_forecaster(ckpt, resolve_device(device))
     kind = checkpoint_kind(predictor.metadata)
     result = FORECASTERS[kind](predictor, input_path, init_time, global_attrs(predictor, ckpt, input_path))
-    if result.report is not None and result.report.message():
-        print(f"{PROG}: warning: {result.report.message()}", file=sys.stderr)
+    if result.report is not None:
+        for name in result.dataset.data_vars:  # the masking note; _FillValue is NaN (netcdf_encoding)
+            result.dataset[name].attrs.update(result.report.attributes())
+        if result.report.message():
+            print(f"{PROG}: warning: {result.report.message()}", file=sys.stderr)
     write_netcdf(result.dataset, out)
     return result, out

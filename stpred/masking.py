@@ -58,7 +58,9 @@ class MaskReport:
         )
 
     def attributes(self) -> dict[str, str]:
-        """NetCDF attributes that record the masking and filling of this forecast."""
+        """NetCDF attributes that record the masking and filling of this forecast; none when nothing was."""
+        if not (self.masked_cells or self.unexpected):
+            return {}
         if self.filled_by_training_rule:
             return {"stpred_fill": f"missing input values filled with {self.fill} (the checkpoint's fill_nan)"}
         attrs = {

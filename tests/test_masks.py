@@ -306,3 +306,39 @@ def test_weather_datamodule_trains_scores_and_forecasts_only_observed_cells(land
     np.testing.assert_array_equal(np.isnan(t2m), np.broadcast_to(SEA, t2m.shape))
     expected = predictor.predict(torch.from_numpy(field[45 - T_IN : 45, None])).numpy()[:, 0]
     np.testing.assert_allclose(t2m, expected, rtol=1e-5, equal_nan=True)
+
+
+def test_a_fill_nan_checkpoint_fills_the_forecast_input_and_says_so(land_file, tmp_path):
+    path, field = land_file
+    out = tmp_path / "run"
+    cfg = compose_config(
+        "train",
+        ["data=arrays", f"data.path={path}", f"data.t_in={T_IN}", f"data.t_out={T_OUT}", "data.splits=[0.6,0.2,0.2]",
+         "data.fill_nan=mean", f"paths.output_dir={out}", *TINY],
+    )  # fmt: skip
+    train(cfg)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    predictor = load_predictor(ckpt)
+    assert predictor.valid_mask is None
+    mean = predictor.metadata["fill_nan"]["values"][0]
+    done = run_module("stpred.apps.forecast", "--ckpt", ckpt, path, "--out", tmp_path / "f.nc", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "filled    : missing input values with the checkpoint's fill values" in done.stdout
+    with xr.open_dataset(tmp_path / "f.nc") as ds:
+        values = ds["forecast"].values
+        assert "the checkpoint's fill_nan" in ds["forecast"].attrs["stpred_fill"]
+        assert "stpred_mask" not in ds["forecast"].attrs
+    assert np.isfinite(values).all()  # filled as training filled: the sea is forecast, and the file says so
+    window = np.where(np.isnan(field[-T_IN:, None]), mean, field[-T_IN:, None])
+    std = predictor.metadata["std"][0]  # the filled window, normalised by hand, through the network
+    with torch.no_grad():
+        direct = predictor.net(torch.from_numpy(((window - mean) / std)[None]).float())[0].numpy() * std + mean
+    np.testing.assert_allclose(values, direct, rtol=1e-5, atol=1e-4)
+
+    np.save(tmp_path / "whole.npy", window.astype(np.float32))  # no missing value: nothing to record
+    done = run_module("stpred.apps.forecast", "--ckpt", ckpt, tmp_path / "whole.npy", "--out", tmp_path / "w.nc",
+                      cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "filled" not in done.stdout and "masked" not in done.stdout
+    with xr.open_dataset(tmp_path / "w.nc") as ds:
+        assert not {"stpred_fill", "stpred_mask", "stpred_unexpected_nan"} & set(ds["forecast"].attrs)
