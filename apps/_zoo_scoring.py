@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["score_checkpoint", "count_params", "forecast_metrics"]
+__all__ = ["score_checkpoint", "count_params"]
 
 
 def count_params(path: str | Path) -> int:
@@ -13,19 +13,6 @@ def count_params(path: str | Path) -> int:
     from stpred.checkpoint import load_predictor
 
     return sum(p.numel() for p in load_predictor(path).net.parameters())
-
-
-def forecast_metrics(data: dict[str, Any]):
-    """The :class:`~stpred.metrics.ForecastMetrics` a ``ForecastTask`` tests with, for checkpoint metadata ``data``."""
-    from stpred.metrics import ForecastMetrics, latitude_area_weights
-
-    lat = data.get("latitude")
-    return ForecastMetrics(
-        int(data["out_frames"]),
-        data_range=data.get("data_range"),
-        pde=bool(data.get("pde", False)),
-        lat_weights=latitude_area_weights(lat).tolist() if lat is not None else None,
-    )
 
 
 def score_checkpoint(
@@ -45,6 +32,7 @@ def score_checkpoint(
     from stpred.apps._compose import build_datamodule
     from stpred.checkpoint import load_predictor, read_checkpoint
     from stpred.errors import UserError
+    from stpred.metrics import ForecastMetrics
 
     hp = read_checkpoint(path)["hyper_parameters"]
     meta = hp["data"]
@@ -58,13 +46,14 @@ def score_checkpoint(
     channels = int(meta["in_shape"][1])
     mean = torch.as_tensor(meta["mean"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
     std = torch.as_tensor(meta["std"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
-    model_metrics, persistence_metrics = forecast_metrics(meta), forecast_metrics(meta)
+    model_metrics, persistence_metrics = ForecastMetrics.from_metadata(meta), ForecastMetrics.from_metadata(meta)
     with torch.no_grad():
         for batch in dm.test_dataloader():
             x, y = batch["x"].float(), batch["y"].float()
             truth = y * std + mean
-            model_metrics.update(predictor.net(x).float() * std + mean, truth)
-            persistence_metrics.update((x[:, -1:] * std + mean).expand_as(truth), truth)
+            valid = batch.get("y_valid")  # masked cells are scored as stpred-eval scores them: not at all
+            model_metrics.update(predictor.net(x).float() * std + mean, truth, valid=valid)
+            persistence_metrics.update((x[:, -1:] * std + mean).expand_as(truth), truth, valid=valid)
     scores = {k: float(v) for k, v in model_metrics.compute().items()}
     baseline = {k: float(v) for k, v in persistence_metrics.compute().items()}
     return scores, baseline

@@ -292,6 +292,18 @@ class ForecastMetrics(Metric):
     higher_is_better = None
     full_state_update = False
 
+    @classmethod
+    def from_metadata(cls, data: dict[str, Any]) -> ForecastMetrics:
+        """The metrics a forecaster of datamodule ``metadata()`` ``data`` is scored with: its ``out_frames``, its
+        ``data_range`` (image metrics), ``pde`` (relative L2) and ``latitude`` (area-weighted errors)."""
+        lat = data.get("latitude")
+        return cls(
+            int(data["out_frames"]),
+            data_range=data.get("data_range"),
+            pde=bool(data.get("pde", False)),
+            lat_weights=latitude_area_weights(lat).tolist() if lat is not None else None,
+        )
+
     def __init__(
         self,
         out_frames: int,

@@ -8,7 +8,7 @@ import torch
 from torchmetrics import MinMetric
 
 from stpred._version import __version__
-from stpred.metrics import ForecastMetrics, latitude_area_weights
+from stpred.metrics import ForecastMetrics
 from stpred.tasks.base import TaskBase
 
 __all__ = ["ForecastTask", "REQUIRED_METADATA"]
@@ -59,23 +59,14 @@ class ForecastTask(TaskBase):
         std = torch.as_tensor(data["std"], dtype=torch.float32).reshape(1, 1, channels, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
-        self.val_metrics = self._make_metrics(data)
-        self.test_metrics = self._make_metrics(data)
+        self.val_metrics = ForecastMetrics.from_metadata(data)
+        self.test_metrics = ForecastMetrics.from_metadata(data)
         if data.get("mask"):
             # The cells observed at least once; filled from the datamodule in setup(), restored from checkpoints.
             frame = tuple(int(v) for v in data["in_shape"][1:])
             self.register_buffer("valid_mask", torch.ones(frame, dtype=torch.bool))
         self.val_mse_best = MinMetric()
         self.test_per_lead: dict[str, list[float]] = {}
-
-    def _make_metrics(self, data: dict[str, Any]) -> ForecastMetrics:
-        lat = data.get("latitude")
-        return ForecastMetrics(
-            self.out_frames,
-            data_range=data.get("data_range"),
-            pde=bool(data.get("pde", False)),
-            lat_weights=latitude_area_weights(lat).tolist() if lat is not None else None,
-        )
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

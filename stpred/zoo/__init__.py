@@ -88,10 +88,6 @@ def list_entries(index: Path | None = None) -> list[ZooEntry]:
     return entries
 
 
-def _names() -> list[str]:
-    return [row["name"] for row in _read_index()]
-
-
 def get_entry(name: str) -> ZooEntry:
     """The entry called ``name`` (with or without the ``zoo:`` prefix).
 
@@ -99,10 +95,11 @@ def get_entry(name: str) -> ZooEntry:
         UserError: no such entry; the message lists the known names.
     """
     name = name.removeprefix(PREFIX)
-    for entry in list_entries():
+    entries = list_entries()
+    for entry in entries:
         if entry.name == name:
             return entry
-    known = ", ".join(_names()) or "none (run stpred-zoo train)"
+    known = ", ".join(e.name for e in entries) or "none (run stpred-zoo train)"
     raise UserError(f"unknown zoo checkpoint '{name}'; known: {known} (stpred-zoo list)")
 
 
