@@ -15,7 +15,7 @@ Commands:
 
 from __future__ import annotations
 
-import argparse
+import re
 import statistics
 from collections.abc import Sequence
 from functools import partial
@@ -23,11 +23,44 @@ from typing import Any
 
 import torch
 
-__all__ = ["CPU_CONFIG", "run", "main"]
+__all__ = ["CPU_CONFIG", "check_device", "parse_horizons", "run", "main"]
+
+PROG = "python -m stpred.apps._bench_generation"
 
 # A CPU-feasible configuration (same structure as the published one at half the width and half the depth):
 # encoder 32/64/128 with two pooling stages (16x16 latents at 64x64), d_model 128, ssm_size 128 (P 64), 4 layers.
 CPU_CONFIG: dict[str, Any] = {"d_model": 128, "ssm_size": 128, "n_layers": 4, "widths": [32, 64, 128]}
+
+
+def check_device(text: str) -> str:
+    """``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` naming a visible GPU, as torch's device string."""
+    from stpred.apps._cli import resolve_device
+    from stpred.errors import UserError
+
+    match = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", text)
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise UserError(f"--device {text} is not a device here; use cpu, cuda, cuda:N or auto (cuda when present)")
+    if match.group(1) == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {text} was asked for, but no CUDA device is visible; use --device cpu or auto")
+    if match.group(2) is not None and int(match.group(2)) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UserError(f"--device {text}: this machine has {count} CUDA device(s), cuda:0 .. cuda:{count - 1}")
+    return resolve_device(text)
+
+
+def parse_horizons(text: str) -> list[int]:
+    """``--frames``: comma-separated horizons, each at least 2 (frame 1 comes from the conditioning scan)."""
+    from stpred.errors import UserError
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise UserError(f"--frames must be comma-separated whole numbers such as 10,100,400, got '{text}'")
+    frames = [int(p) for p in parts]
+    if min(frames) < 2:
+        raise UserError(
+            f"--frames {text}: horizons must be frames >= 2 (frame 1 comes from the conditioning scan), e.g. 10,100"
+        )
+    return frames
 
 
 def run(
@@ -61,12 +94,15 @@ def run(
         ``frame``, ``ms_per_frame``, ``frames_per_s`` (batch / time), ``vs_first`` (time / time at the first
         horizon), ``condition_ms`` (the context scan) and ``state_shape`` (per layer).
     """
+    from stpred.errors import UserError
     from stpred.kernels import median_ms
     from stpred.models.convs5 import ConvS5
 
     horizons = sorted(int(k) for k in frames)
     if not horizons or horizons[0] < 2:
-        raise ValueError(f"frames must be horizons >= 2 (frame 1 comes from the conditioning scan), got {frames}")
+        raise UserError(f"frames must be horizons >= 2 (frame 1 comes from the conditioning scan), got {list(frames)}")
+    if batch < 1 or iters < 1:
+        raise UserError(f"batch and iters must be at least 1, got batch={batch}, iters={iters}")
     kwargs = model_kwargs or (CPU_CONFIG if torch.device(device).type == "cpu" else {})
     shape = (context, channels, image_size, image_size)
     model = ConvS5(in_shape=shape, out_frames=horizons[-1], **kwargs).to(device).eval()
@@ -113,28 +149,34 @@ def run(
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _main(argv: Sequence[str] | None) -> None:
+    from stpred.apps._cli import ArgumentParser
+
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--frames", default="10,100,400", help="comma-separated horizons")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--published", action="store_true", help="the published size instead of CPU_CONFIG")
     args = parser.parse_args(argv)
+    for key in ("batch", "iters"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key} must be at least 1, got {getattr(args, key)}")
+    frames, device = parse_horizons(args.frames), check_device(args.device)
     published = {"d_model": 256, "ssm_size": 256, "n_layers": 8, "widths": [64, 128, 256]}
-    rows = run(
-        args.device,
-        [int(k) for k in args.frames.split(",")],
-        args.batch,
-        iters=args.iters,
-        **(published if args.published else {}),
-    )
+    rows = run(device, frames, args.batch, iters=args.iters, **(published if args.published else {}))
     for row in rows:
         print(
             f"frame {row['frame']:>5}: {row['ms_per_frame']:8.2f} ms/frame ({row['vs_first']:.2f}x first), "
             f"{row['frames_per_s']:.1f} frames/s; condition {row['condition_ms']:.1f} ms; {row['params']:,} params; "
             f"{row['config']}; {row['device']}, {row['threads']} threads, batch {row['batch']}"
         )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from stpred.apps._cli import run_cli
+
+    run_cli(PROG, lambda: _main(argv))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from stpred.errors import UserError
 
-__all__ = ["run_cli", "guard", "one_line", "user_error_in_chain", "ArgumentParser", "resolve_device"]
+__all__ = ["run_cli", "guard", "one_line", "user_error_in_chain", "ArgumentParser", "CommandParser", "resolve_device"]
 
 _HYDRA_TAIL = re.compile(r"(Config search path|Set the environment variable HYDRA_FULL_ERROR).*", re.S)
 
@@ -55,6 +55,15 @@ class ArgumentParser(argparse.ArgumentParser):
         _fail(self.prog, f"{message}; see {self.prog} --help")
 
 
+class CommandParser(ArgumentParser):
+    """The parser of a command (``stpred-zoo show``): its mistakes are reported under the script's name like every
+    other one (``stpred-zoo: error: show: ...``). Pass it as ``add_subparsers(parser_class=CommandParser)``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.split(" ", 1)[-1]
+        raise UserError(f"{command}: {message}; see {self.prog} --help")
+
+
 def resolve_device(name: str) -> str:
     """``--device`` as ``"cpu"``, ``"cuda"`` or ``"cuda:N"``: ``"auto"`` picks cuda when a device is visible."""
     import torch
@@ -88,6 +97,8 @@ def guard(prog: str, fn: Callable[[], object]) -> object:
             _fail(prog, str(user))
         if isinstance(exc, _user_error_types()):
             _fail(prog, _describe_config_error(exc))
+        if _is_write_error(exc):
+            _fail(prog, f"cannot write {exc.filename}: {exc.strerror}; choose a folder you can write to")
         raise
 
 
@@ -96,6 +107,17 @@ def run_cli(prog: str, entry: Callable[[], object]) -> None:
     # Hydra otherwise prints its own multi-line report for composition errors and exits 1.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     guard(prog, entry)
+
+
+def _is_write_error(exc: BaseException) -> bool:
+    """An operating-system refusal to create or write a file the user named (a folder that is a file, no
+    permission, a full or read-only disk): the user's to fix, not a bug."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.filename is None:
+        return False
+    refusals = (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError)
+    return isinstance(exc, refusals) or exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 def _describe_config_error(exc: BaseException) -> str:
@@ -113,4 +135,24 @@ def _describe_config_error(exc: BaseException) -> str:
             f"unknown config key {name}: check its spelling (`--cfg job` prints the config); "
             f"use +{name}=... to add a new key"
         )
+    from hydra.errors import OverrideParseException
+
+    if isinstance(exc, OverrideParseException):
+        bad = _unparsable_override()
+        return f"cannot read the override {bad!r}: {text}" if bad else text
     return text
+
+
+def _unparsable_override() -> str | None:
+    """The first command-line argument Hydra's override grammar rejects (its error does not name it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in sys.argv[1:]:
+        if arg.startswith("-"):
+            continue
+        try:
+            parser.parse_override(arg)
+        except Exception:  # noqa: BLE001 - any parse failure is the one to name
+            return arg
+    return None

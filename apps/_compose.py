@@ -14,6 +14,7 @@ import stpred.configs
 
 __all__ = [
     "compose_train_config",
+    "settle_model_switch",
     "CONFIG_DIR",
     "compose",
     "use_hydra_logging",
@@ -58,7 +59,21 @@ def compose_train_config(*overrides: str, output_dir: str | Path | None = None) 
     cfg.paths.output_dir = str(output_dir)
     del cfg["hydra"]
     OmegaConf.set_struct(cfg, True)
+    settle_model_switch(cfg, choices.get("model"), choices.get("experiment"), list(overrides))
     return cfg
+
+
+def settle_model_switch(cfg: DictConfig, model: str | None, experiment: str | None, overrides: list[str]) -> None:
+    """``model=`` replacing the model an ``experiment=`` preset was written for: the preset's model keys are
+    dropped (:func:`~stpred.apps._config_check.drop_switched_model_keys`), said in one log line."""
+    from stpred.apps._config_check import drop_switched_model_keys
+
+    dropped = drop_switched_model_keys(cfg, model, experiment, overrides)
+    if dropped:
+        log.info(
+            f"experiment={experiment} sets model.kwargs {', '.join(dropped)} for another model; with model={model} "
+            "they were dropped (the model's own defaults apply; set model.kwargs.<key>= to choose)"
+        )
 
 
 def use_hydra_logging() -> None:

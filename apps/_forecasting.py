@@ -278,14 +278,13 @@ def run_forecast(
 ) -> tuple[Forecast, Path]:
     """Forecast from ``input_path`` with the checkpoint and write the NetCDF; returns the forecast and its path."""
     from stpred.apps._grid_io import write_netcdf
+    from stpred.apps._outputs import check_output_file
 
     if not input_path.exists():
         raise UserError(
             f"input not found: {input_path} (give a NetCDF file, WeatherBench folder, Zarr store, .h5 or .npy)"
         )
-    out = (out or default_output(input_path)).absolute()
-    if not out.parent.is_dir():
-        raise UserError(f"cannot write {out}: folder {out.parent} does not exist; create it or pick another --out")
+    out = check_output_file(out or default_output(input_path), "--out")
     if out.exists() and out.resolve() == input_path.resolve():
         raise UserError(f"--out {out} is the input itself; pick another output file")
     predictor = load_forecaster(ckpt, resolve_device(device))

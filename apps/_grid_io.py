@@ -28,6 +28,8 @@ from stpred.errors import UserError
 
 __all__ = [
     "FlowWindow",
+    "check_finite",
+    "describe_input",
     "WeatherWindow",
     "array_dataset",
     "flow_dataset",
@@ -117,6 +119,55 @@ def window_indices(
             f"{show(end)} that the model needs; pick another --init-time or fill the gap"
         )
     return positions.astype(np.int64)
+
+
+def check_finite(frames: np.ndarray, where: str, place: Callable[[tuple[int, ...]], str]) -> None:
+    """Refuse an input window holding infinite values, naming their count and the first one's place.
+
+    NaN is a missing value (filled and masked as training did); an infinity is no measurement and would turn the
+    whole forecast into NaN, so it is the user's to fix.
+
+    Args:
+        frames: ``[T_in, C, H, W]`` the window.
+        where: the input, for the message.
+        place: ``(t, c, h, w)`` index -> words (``time 2019-03-31T19:00, t2m, latitude 55.5, longitude -5``).
+    """
+    bad = np.isinf(frames)
+    count = int(bad.sum())
+    if count:
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise UserError(
+            f"{where} holds {count} infinite value{'s' if count > 1 else ''} in the input window (first at "
+            f"{place(first)}); replace them with finite values, or with NaN where data are missing"
+        )
+
+
+#: First bytes of the formats an input may have, for telling the user what a file is.
+_MAGIC = (
+    (b"\x93NUMPY", "a .npy array"),
+    (b"CDF\x01", "a NetCDF file"),
+    (b"CDF\x02", "a NetCDF file"),
+    (b"CDF\x05", "a NetCDF file"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 or NetCDF-4 file"),
+    (b"PK\x03\x04", "a zip archive (.npz or zipped Zarr)"),
+)
+
+
+def describe_input(path: Path) -> str:
+    """What ``path`` is, from its first bytes: ``"a .npy array"``, ``"a NetCDF file"``, ``"a text file"``..."""
+    if path.is_dir():
+        return "a folder"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return "an unreadable file"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if head and b"\0" not in head:
+        return "a text file"
+    return "a file of another format"
 
 
 def _check_increasing(stamps: np.ndarray, where: str) -> None:
@@ -216,6 +267,12 @@ def read_weather_window(path: Path, meta: Mapping[str, Any], init_text: str | No
     init = None if init_text is None else parse_time(init_text)
     names = [v["name"] for v in meta["variables"]]
     hint = f"give an input that holds the checkpoint's variables {names} on its grid"
+    what = describe_input(path)
+    if path.is_file() and path.suffix != ".zarr" and "NetCDF" not in what:  # Zarr stores, WB1 layouts: folders
+        raise UserError(
+            f"{path} is {what}, but this is a weather checkpoint: it reads {', '.join(names)} on its "
+            "latitude/longitude grid from a NetCDF file, a WeatherBench-1 folder or a Zarr store; give one of those"
+        )
     try:
         arrays = weather_source(path, meta, init, t_in).open_channels(weather_channels(meta), use_dask=False)
     except UserError as err:
@@ -228,6 +285,15 @@ def read_weather_window(path: Path, meta: Mapping[str, Any], init_text: str | No
     index = window_indices(times, times[-1] if init is None else init, step, t_in, iso, str(path))
     frames = np.stack([a.isel(time=index, latitude=rows, longitude=cols).to_numpy() for a in arrays], axis=1)
     frames = frames.astype(np.float32)
+    lat = arrays[0]["latitude"].values[rows]
+    lon = arrays[0]["longitude"].values[cols]
+    channels = [str(c) for c in meta.get("channels") or names]
+
+    def place(at: tuple[int, ...]) -> str:
+        t, c, h, w = at
+        return f"time {iso(times[index][t])}, {channels[c]}, latitude {lat[h]:g}, longitude {lon[w]:g}"
+
+    check_finite(frames, str(path), place)
     return WeatherWindow(frames=frames, times=times[index], step=step)
 
 
@@ -351,7 +417,14 @@ def read_flow_window(path: Path, meta: Mapping[str, Any], init_text: str | None)
         return f"{iso(slot_time(slot, slots_per_day))} ({format_stamp(slot, slots_per_day)})"
 
     index = window_indices(series.slots, end, 1, t_in, show, str(path))
-    return FlowWindow(counts=series.data[index], slots=series.slots[index], slots_per_day=slots_per_day)
+    counts = series.data[index]
+
+    def place(at: tuple[int, ...]) -> str:
+        t, c, h, w = at
+        return f"slot {show(int(series.slots[index][t]))}, channel {c}, row {h}, column {w}"
+
+    check_finite(counts, str(path), place)
+    return FlowWindow(counts=counts, slots=series.slots[index], slots_per_day=slots_per_day)
 
 
 def flow_extremes(meta: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -425,6 +498,12 @@ def read_array_window(path: Path, meta: Mapping[str, Any], init_text: str | None
     t_in, frame = int(in_shape[0]), tuple(int(v) for v in in_shape[1:])
     if path.suffix.lower() == ".npy":
         array, seconds = _read_npy(path), None
+    elif not {"layout", "variable", "time_key"} & meta.keys():  # not trained on data=arrays: .npy arrays only
+        raise UserError(
+            f"{path} is {describe_input(path)}, but this {meta.get('dataset', 'array')} checkpoint reads a .npy "
+            f"array [T >= {t_in}, {', '.join(map(str, frame))}] (time, channel, y, x) in physical units; save the "
+            "input as one with numpy.save"
+        )
     else:
         source = read_source(path, meta.get("variable"), meta.get("layout"), str(meta.get("time_key") or "times"))
         if source.data.shape[0] != 1:
@@ -456,6 +535,13 @@ def read_array_window(path: Path, meta: Mapping[str, Any], init_text: str | None
     frames = np.array(array[index], dtype=np.float32)
     if meta.get("mask_value") is not None:  # the declared fill value is missing data, as in training
         frames[frames == np.float32(meta["mask_value"])] = np.nan
+
+    def place(at: tuple[int, ...]) -> str:
+        t, c, h, w = at
+        stamp = "" if times is None else f" ({iso(times[t])})"
+        return f"frame {int(index[t])}{stamp}, channel {c}, row {h}, column {w}"
+
+    check_finite(frames, str(path), place)
     return ArrayWindow(frames, times)
 
 
@@ -473,9 +559,14 @@ class ArrayWindow:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    what = describe_input(path)
+    if what not in ("a .npy array", "a zip archive (.npz or zipped Zarr)"):
+        raise UserError(f"{path} is {what}, not a .npy array; save the input with numpy.save as [T, C, H, W]")
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
+        if "pickle" in str(err):  # an object array: numpy's advice to unpickle it does not apply
+            raise UserError(f"{path} holds Python objects, not numbers; save a numeric array [T, C, H, W]") from None
         raise UserError(f"cannot read {path} as a .npy array ({' '.join(str(err).split())})") from None
     if not isinstance(array, np.ndarray):
         array.close()

@@ -11,6 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from stpred.apps._compose import build_datamodule, build_task, instantiate_list, use_hydra_logging
+from stpred.apps._config_check import check_train_config
+from stpred.apps._outputs import check_output_folder
+from stpred.apps._run_folder import after_failed_run
+from stpred.errors import UserError
 
 __all__ = ["train"]
 
@@ -24,15 +28,45 @@ def _monitor_accuracy(cfg: DictConfig) -> None:
         ckpt.monitor, ckpt.mode = "val/acc1", "max"
 
 
-def _check_resume(ckpt_path: str | None, model_name: str) -> None:
-    if not ckpt_path:
-        return
+def _resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The resolved ``ckpt_path``, checked before any data is read: the file is whole and holds the model, the data
+    shapes and the tensor shapes the config builds; otherwise one line naming both sides."""
+    if not cfg.ckpt_path:
+        return None
     from stpred.checkpoint import read_checkpoint
-    from stpred.errors import UserError
+    from stpred.datamodules.base import shapes_from_data_config
+    from stpred.registry import create_model_from_config
+    from stpred.zoo import resolve
 
-    saved = read_checkpoint(ckpt_path)["hyper_parameters"]["model"]["name"]
-    if saved != model_name:
-        raise UserError(f"ckpt_path={ckpt_path} holds model '{saved}', but the config builds '{model_name}'")
+    path = str(resolve(cfg.ckpt_path))
+    ckpt = read_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    saved_model = hp["model"]["name"]
+    if saved_model != cfg.model.name:
+        raise UserError(f"ckpt_path={path} holds model '{saved_model}', but the config builds '{cfg.model.name}'")
+    shapes = shapes_from_data_config(OmegaConf.to_container(cfg.data, resolve=True))
+    saved = hp["data"]
+    target = "num_classes" if shapes.task == "classify" else "out_frames"
+    if list(saved["in_shape"]) != list(shapes.in_shape) or saved.get(target) != shapes.target()[target]:
+        raise UserError(
+            f"ckpt_path={path} was trained on in_shape={list(saved['in_shape'])}, {target}={saved.get(target)}, "
+            f"but the data now gives in_shape={list(shapes.in_shape)}, {target}={shapes.target()[target]}; resume "
+            "with the data settings it was trained with, or start a new run (ckpt_path=null)"
+        )
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    own = create_model_from_config(model_cfg, shapes.in_shape, **shapes.target()).state_dict()
+    for key, value in ckpt["state_dict"].items():
+        key = key.replace("_orig_mod.", "").removeprefix("net.")
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            old_kwargs, new_kwargs = hp["model"].get("kwargs") or {}, model_cfg.get("kwargs") or {}
+            keys = sorted(k for k in set(old_kwargs) | set(new_kwargs) if old_kwargs.get(k) != new_kwargs.get(k))
+            differ = [f"{k} {old_kwargs.get(k)} -> {new_kwargs.get(k)}" for k in keys]
+            raise UserError(
+                f"ckpt_path={path} holds {key} of shape {list(value.shape)}, the config builds {list(own[key].shape)}"
+                + (f" (model.kwargs differ: {', '.join(differ)})" if differ else "")
+                + "; resume with the model settings it was trained with, or start a new run (ckpt_path=null)"
+            )
+    return path
 
 
 def _summary(out: Path, trainer, task) -> list[str]:
@@ -75,27 +109,48 @@ def _write_results(out: Path, trainer, results: dict[str, float]) -> Path:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit and test as the config says; returns the test metrics (empty when not tested)."""
+    """Fit and test as the config says; returns the test metrics (empty when not tested).
+
+    The config is checked as a whole first; a start that fails leaves no run folder behind.
+    """
+    _settle_task_name(cfg)
+    out = Path(cfg.paths.output_dir)
+    try:
+        return _train(cfg, out)
+    except BaseException as exc:
+        after_failed_run(out, cfg.paths.get("log_dir"), exc)
+        raise
+
+
+def _train(cfg: DictConfig, out: Path) -> dict[str, float]:
+    check_train_config(cfg)
+    check_output_folder(out, "hydra.run.dir")
+    resume = _resume_checkpoint(cfg)
+
     import lightning as L
 
     from stpred.apps._report import write_per_lead
+    from stpred.faults import FiniteGuard, SigtermCheckpoint, SIGTERMException
+    from stpred.resume import AtomicCheckpointIO, LoaderPosition, SeedEachStep
 
     use_hydra_logging()
-    _settle_task_name(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-    _check_resume(cfg.ckpt_path, cfg.model.name)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = build_datamodule(cfg.data, "fit")
     task = build_task(cfg, dm)
     if dm.task == "classify":
         _monitor_accuracy(cfg)
     callbacks = instantiate_list(cfg.get("callbacks"), "callback")
+    sigterm = SigtermCheckpoint(_last_checkpoint_path(callbacks, out))
+    # FiniteGuard first: a non-finite loss stops the step before any other callback saves.
+    callbacks = [FiniteGuard(), SeedEachStep(cfg.seed), LoaderPosition(), *callbacks, sigterm]
     loggers = instantiate_list(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
     n_params = sum(p.numel() for p in task.net.parameters())
     log.info(
         f"{cfg.model.name}: {n_params:,} parameters | devices {trainer.num_devices} x batch "
@@ -103,12 +158,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
 
     if cfg.train:
-        trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        try:
+            trainer.fit(task, datamodule=dm, ckpt_path=resume)
+        except SIGTERMException:
+            _stop_on_sigterm(sigterm)
     results: dict[str, float] = {}
     if cfg.test and not trainer.fast_dev_run:
         ckpt_cb = trainer.checkpoint_callback
         best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
-        logged = trainer.test(task, datamodule=dm, ckpt_path=best or (None if cfg.train else cfg.ckpt_path))
+        logged = trainer.test(task, datamodule=dm, ckpt_path=best or (None if cfg.train else resume))
         # Under ddp_spawn the task lives in the workers; the logged values come back through trainer.test.
         results = {k.removeprefix("test/"): float(v) for k, v in (logged[0] if logged else {}).items()}
         if trainer.is_global_zero and getattr(task, "test_per_lead", None):
@@ -122,3 +180,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(results.items()))
             print(f"test:        {shown}")
     return results
+
+
+def _last_checkpoint_path(callbacks: list, out: Path) -> Path:
+    """Where ``last.ckpt`` goes: the folder of the configured last-checkpoint writer, else ``<run>/checkpoints``."""
+    from stpred.resume import LastCheckpoint
+
+    for callback in callbacks:
+        if isinstance(callback, LastCheckpoint) and callback.dirpath:
+            return Path(callback.dirpath) / "last.ckpt"
+    return out / "checkpoints" / "last.ckpt"
+
+
+def _stop_on_sigterm(sigterm) -> None:
+    """SIGTERM stopped the fit: say where the run was saved, in one line, and exit 143 (128 + SIGTERM)."""
+    import sys
+
+    if sigterm.saved is not None:
+        print(
+            f"stpred-train: stopped by SIGTERM at step {sigterm.step}; saved {sigterm.saved}; resume with "
+            f"ckpt_path={sigterm.saved}",
+            file=sys.stderr,
+        )
+    else:
+        print("stpred-train: stopped by SIGTERM before training began; nothing was saved", file=sys.stderr)
+    raise SystemExit(143)

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from stpred.apps._cli import ArgumentParser, resolve_device, run_cli
+from stpred.apps._cli import ArgumentParser, CommandParser, run_cli
 
 __all__ = ["main", "kernel_rows", "model_rows", "to_markdown"]
 
@@ -180,9 +180,25 @@ def _compile_rows() -> tuple[list[dict[str, Any]], tuple[str, ...], str]:
     return [r.row() for r in reports], columns, title
 
 
+def _experiments(text: str) -> list[str]:
+    """``--experiments``: comma-separated preset names, each a file of ``configs/experiment`` (checked up front, so
+    that a misspelt last one does not fail after the others have been measured)."""
+    import stpred.configs
+    from stpred.errors import UserError
+
+    known = sorted(p.stem for p in (Path(stpred.configs.__file__).parent / "experiment").glob("*.yaml"))
+    names = [e.strip() for e in text.split(",") if e.strip()]
+    if not names:
+        raise UserError(f"--experiments names no preset; choose from {', '.join(known)}")
+    unknown = [e for e in names if e not in known]
+    if unknown:
+        raise UserError(f"--experiments: unknown preset(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return names
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(prog="stpred-bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what", required=True)
+    sub = parser.add_subparsers(dest="what", parser_class=CommandParser)
     k = sub.add_parser("kernels", help="the conv-SSM scan and the spectral convolution")
     k.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
     k.add_argument("--quick", action="store_true", help="smaller shapes for a quick look")
@@ -212,20 +228,48 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     u.add_argument("--steps", type=int, default=10, help="timed steps (median)")
     u.add_argument("--test-timeout", type=float, default=200, help="seconds for the CUDA tests")
     args = parser.parse_args(argv)
+    if args.what is None:
+        parser.error("give a command: kernels, models, generation or gpu")
     for key in ("batch", "steps"):
         if getattr(args, key, 1) < 1:
             parser.error(f"--{key} must be at least 1, got {getattr(args, key)}")
     return args
 
 
+def _check(args: argparse.Namespace) -> argparse.Namespace:
+    """Every value checked and converted before a benchmark runs: devices, horizons, presets, modes, outputs."""
+    from stpred.apps._bench_generation import check_device, parse_horizons
+    from stpred.apps._outputs import check_output_file, check_output_folder
+    from stpred.errors import UserError
+
+    if args.what == "gpu":
+        args.experiments = _experiments(args.experiments)
+        check_output_file(args.doc, "--doc")
+        return args
+    if args.what == "generation":
+        args.frames = parse_horizons(args.frames)
+    if args.what == "models":
+        args.experiments = _experiments(args.experiments)
+        args.modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+        unknown = sorted(set(args.modes) - set(MODEL_MODES))
+        if not args.modes:
+            raise UserError(f"--modes names no mode; choose from {', '.join(MODEL_MODES)}")
+        if unknown:
+            raise UserError(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODEL_MODES)}")
+    check_output_folder(args.out, "--out")
+    if not (args.what == "kernels" and args.compile_only):
+        args.device = check_device(args.device)
+    return args
+
+
 def _run(argv: list[str] | None = None) -> None:
     import torch
 
-    args = _parse(argv)
+    args = _check(_parse(argv))
     if args.what == "gpu":
         _gpu_check(args)
         return
-    device = resolve_device(args.device)
+    device = args.device
     name = args.what
     if args.what == "kernels" and args.compile_only:
         rows, columns, title = _compile_rows()
@@ -234,16 +278,14 @@ def _run(argv: list[str] | None = None) -> None:
         rows, columns = kernel_rows(device, args.quick), COLUMNS
         title = f"Kernels on {device_name(device)} (torch {torch.__version__}{', quick' if args.quick else ''})"
     elif args.what == "models":
-        experiments = [e for e in args.experiments.split(",") if e]
-        modes = tuple(m for m in args.modes.split(",") if m)
-        rows, columns = model_rows(experiments, args.batch, args.steps, device, modes), MODEL_COLUMNS
+        modes = args.modes
+        rows, columns = model_rows(args.experiments, args.batch, args.steps, device, modes), MODEL_COLUMNS
         title = f"Model throughput on {device_name(device)} (torch {torch.__version__}, {', '.join(modes)})"
     else:
         from stpred.apps._bench_generation import run as generation_rows
 
-        frames = [int(f) for f in args.frames.split(",") if f]
         published = {"d_model": 256, "ssm_size": 256, "n_layers": 8} if args.published else {}
-        rows, columns = generation_rows(device, frames, **published), GENERATION_COLUMNS
+        rows, columns = generation_rows(device, args.frames, **published), GENERATION_COLUMNS
         title = f"ConvS5 generation per frame on {device_name(device)} (torch {torch.__version__})"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -282,8 +324,7 @@ def _gpu_check(args: argparse.Namespace) -> None:
         f"{'' if passed else ' **(FAILED)**'}; device-to-device copy bandwidth {copy:.0f} GB/s.",
         to_markdown(kernel_rows(device, quick=False), f"Kernels on {name}"),
     ]
-    experiments = [e for e in args.experiments.split(",") if e]
-    models = model_rows(experiments, args.batch, args.steps, device, MODEL_MODES)
+    models = model_rows(args.experiments, args.batch, args.steps, device, MODEL_MODES)
     sections.append(to_markdown(models, f"Model throughput on {name} (batch {args.batch})", MODEL_COLUMNS))
     published = {"d_model": 256, "ssm_size": 256, "n_layers": 8}
     generation = generation_rows(device, [10, 100, 400], **published)

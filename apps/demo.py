@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from stpred.apps._cli import ArgumentParser, resolve_device, run_cli
 from stpred.apps._clips import collect_clips, parse_views, probe_clips
+from stpred.apps._outputs import check_output_folder
 from stpred.errors import UserError
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def _run(argv: list[str] | None = None) -> None:
     _positive(args.start, "--start", minimum=0)
     if args.horizon is not None:
         _positive(args.horizon, "--horizon")
+    check_output_folder(args.out, "--out")  # before a checkpoint is loaded or a clip decoded
 
     from tqdm.auto import tqdm
 

@@ -16,6 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from stpred.apps._cli import guard, run_cli
 from stpred.apps._compose import CONFIG_DIR, build_datamodule, task_class, use_hydra_logging
+from stpred.apps._config_check import check_trainer
+from stpred.apps._outputs import check_output_folder
+from stpred.apps._run_folder import after_failed_run
 
 __all__ = ["evaluate", "main"]
 
@@ -30,31 +33,58 @@ def _load_task(ckpt: dict):
     return task
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Rebuild task and datamodule from the checkpoint (``data=`` overrides the saved data config) and test."""
-    from lightning.pytorch.loggers import CSVLogger
+def evaluate(cfg: DictConfig, data_choice: str | None = None) -> dict[str, float]:
+    """Rebuild task and datamodule from the checkpoint (``data=`` overrides the saved data config) and test.
 
-    from stpred.apps._report import write_per_lead
+    ``data_choice`` is the ``data=`` name given on the command line, if any (an unknown one is refused).
+
+    The trainer keys, the checkpoint (whole, an stpred one) and the data's shapes against the checkpoint's are
+    checked before any data is read; a failed start leaves no run folder behind.
+    """
+    out = Path(cfg.paths.output_dir)
+    try:
+        if data_choice and cfg.get("data") is None:
+            from stpred.errors import UserError
+
+            known = sorted(p.stem for p in (Path(CONFIG_DIR) / "data").glob("*.yaml"))
+            raise UserError(f"unknown data '{data_choice}' (config group 'data'); available: {', '.join(known)}")
+        return _evaluate(cfg, out)
+    except BaseException as exc:
+        after_failed_run(out, cfg.paths.get("log_dir"), exc)
+        raise
+
+
+def _evaluate(cfg: DictConfig, out: Path) -> dict[str, float]:
     from stpred.checkpoint import read_checkpoint
+    from stpred.datamodules.base import shapes_from_data_config
     from stpred.errors import UserError
 
-    use_hydra_logging()
+    check_trainer(OmegaConf.to_container(cfg.trainer, resolve=True))
+    check_output_folder(out, "hydra.run.dir")
     ckpt = read_checkpoint(cfg.ckpt_path)
     hp = ckpt["hyper_parameters"]
     # Resolved here, inside the composed config: a `data=` override interpolates `paths.data_dir`.
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else hp.get("datamodule")
     if not data_cfg:
         raise UserError(f"{cfg.ckpt_path} records no datamodule config; pass one with data=<name>")
-    dm = build_datamodule(OmegaConf.create(data_cfg), "test")
+    shapes = shapes_from_data_config(data_cfg)
     saved = hp["data"]
     target = "num_classes" if saved.get("task") == "classify" else "out_frames"
-    if list(dm.in_shape) != list(saved["in_shape"]) or getattr(dm, target) != saved[target]:
+    given = shapes.target().get(target)
+    if list(shapes.in_shape) != list(saved["in_shape"]) or given != saved[target]:
         raise UserError(
-            f"data gives in_shape={list(dm.in_shape)}, {target}={getattr(dm, target)}; the checkpoint was trained "
-            f"on in_shape={saved['in_shape']}, {target}={saved[target]}"
+            f"data gives in_shape={list(shapes.in_shape)}, {target}={given}; the checkpoint was trained "
+            f"on in_shape={saved['in_shape']}, {target}={saved[target]}; set the data keys to match "
+            "(stpred-zoo show or the run's config.yaml lists them)"
         )
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from stpred.apps._report import write_per_lead
+
+    use_hydra_logging()
+    dm = build_datamodule(OmegaConf.create(data_cfg), "test")
     task = _load_task(ckpt)
-    out = Path(cfg.paths.output_dir)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=CSVLogger(out, name="", version=""), callbacks=[])
     logged = trainer.test(task, datamodule=dm)
     results = {k.removeprefix("test/"): float(v) for k, v in (logged[0] if logged else {}).items()}
@@ -69,7 +99,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
-    guard("stpred-eval", lambda: evaluate(cfg))
+    from hydra.core.hydra_config import HydraConfig
+
+    # `data` is an optional group for stpred-eval, so Hydra passes an unknown name over in silence.
+    data_choice = HydraConfig.get().runtime.choices.get("data")
+    guard("stpred-eval", lambda: evaluate(cfg, data_choice))
 
 
 def main() -> None:

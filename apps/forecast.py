@@ -24,7 +24,8 @@ import argparse
 from pathlib import Path
 
 from stpred.apps._cli import ArgumentParser, run_cli
-from stpred.apps._forecasting import PROG, plot_forecast, run_forecast, summary
+from stpred.apps._forecasting import PROG, default_output, plot_forecast, run_forecast, summary
+from stpred.apps._outputs import check_output_file
 
 __all__ = ["main"]
 
@@ -46,6 +47,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _run(argv: list[str] | None) -> None:
     args = _parse(argv)
+    if args.plot:  # the PNG goes beside the NetCDF: checked before the forecast runs
+        out = args.out or default_output(args.input)
+        check_output_file(out.with_suffix(".png"), "--plot", fix="move it away or pick another --out")
     result, out = run_forecast(args.ckpt, args.input, init_time=args.init_time, out=args.out, device=args.device)
     png = None
     if args.plot:

@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from stpred.apps._cli import guard, run_cli
-from stpred.apps._compose import CONFIG_DIR
+from stpred.apps._compose import CONFIG_DIR, settle_model_switch
 from stpred.apps._training import train
 
 __all__ = ["CONFIG_DIR", "train", "main"]
@@ -25,6 +25,11 @@ __all__ = ["CONFIG_DIR", "train", "main"]
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    settle_model_switch(cfg, choices.get("model"), choices.get("experiment"), list(hydra_cfg.overrides.task))
     results = guard("stpred-train", lambda: train(cfg))
     return results.get("mse", results.get("acc1"))  # the value a sweep optimises
 

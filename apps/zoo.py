@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from stpred.apps._cli import ArgumentParser, run_cli
+from stpred.apps._cli import ArgumentParser, CommandParser, run_cli
 
 __all__ = ["main", "format_table"]
 
@@ -77,7 +77,7 @@ def _train(names: list[str], run_root: Path, dest: Path | None, reuse_runs: bool
 
 def _parse(argv: list[str] | None):
     parser = ArgumentParser(prog=PROG, description="The shipped demo checkpoints (zoo:<name>).")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", parser_class=CommandParser)
     sub.add_parser("list", help="each shipped checkpoint: data, task, main score vs persistence, params, size")
     show = sub.add_parser("show", help="one entry in full")
     show.add_argument("name")
@@ -90,7 +90,10 @@ def _parse(argv: list[str] | None):
     )
     clips = sub.add_parser("clips", help="cut the shipped clips ($STPRED_DATA/video) into train/val/test parts")
     clips.add_argument("out", type=Path, nargs="?", default=Path("runs/zoo/clips"))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("give a command: list, show, train or clips")
+    return args
 
 
 def _run(argv: list[str] | None) -> None:

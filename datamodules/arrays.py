@@ -35,7 +35,8 @@ the statistics use observed values only, masked entries of ``x``/``y`` are 0 (th
 (``[H, W]`` or ``[C, H, W]``; nonzero = observed) or a separate ``.npy``/``.npz``/``.nc``
 file holding one array of such a shape. Setup says in one line how many cells and values are masked. With
 ``fill_nan: mean`` (the channel's training mean over observed values) or ``zero`` the missing values are filled
-instead and the model treats them as observed; ``metadata()["fill_nan"]`` records it.
+instead and the model treats them as observed; ``metadata()["fill_nan"]`` records it. ``inf`` is not a missing value:
+setup refuses it in one line (count, variables, first place in the file's own axes), unless it is ``mask_value``.
 
 Channel names and units: ``channels``/``units`` options; else a NetCDF/Zarr variable's name and ``units``
 attribute (``long_name`` is not used); else ``channel_<i>`` and ``unknown``.
@@ -55,7 +56,7 @@ from __future__ import annotations
 import logging
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,6 +172,8 @@ class ArraySource:
         names: channel names read from the files (NetCDF/Zarr), or ``None``.
         units: channel units read from the files, or ``None``.
         files: the files read.
+        pieces: per file, its length along the axis the files are concatenated on (``T`` of a series, else ``N``)
+            and, per variable, ``(key, layout letters, channels)``: where each value came from.
     """
 
     data: np.ndarray
@@ -179,6 +182,7 @@ class ArraySource:
     names: list[str] | None
     units: list[str] | None
     files: list[str]
+    pieces: list[tuple[int, list[tuple[str, str, int]]]] = field(default_factory=list)
 
 
 def resolve_files(path: str | Path) -> list[Path]:
@@ -325,16 +329,18 @@ def read_source(
     """Read every file, bring it to ``[N, T, C, H, W]``, stack variables as channels and concatenate the files."""
     files = resolve_files(path)
     parts, stamps, series = [], [], None
+    pieces: list[tuple[int, list[tuple[str, str, int]]]] = []
     names: list[str] | None = None
     units: list[str | None] = []
     for file in files:
         arrays, times, keys, file_units = _read_file(file, variable, time_key, header=False)
-        blocks = []
+        blocks, origin = [], []
         for array, key in zip(arrays, keys):
             if not np.issubdtype(array.dtype, np.number):
                 raise UserError(f"{file}: {key} holds {array.dtype} values, not numbers")
             axes = parse_layout(layout, array.ndim, f"{file} ({key})")
             blocks.append(canonical(array, axes))
+            origin.append((key, axes, blocks[-1].shape[2]))
             if series is None:
                 series = "N" not in axes
         if len({b.shape[:2] + b.shape[3:] for b in blocks}) > 1:
@@ -348,6 +354,7 @@ def read_source(
             names = keys if all(b.shape[2] == 1 for b in blocks) else None
             units = file_units if names is not None else []
         parts.append(block.astype(np.float32, copy=False))
+        pieces.append((block.shape[1] if series else block.shape[0], origin))
         stamps.append(times)
     axis = 1 if series else 0
     data = np.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
@@ -361,7 +368,56 @@ def read_source(
         if len(seconds) != data.shape[1]:
             raise UserError(f"{path}: {len(seconds)} time stamps for {data.shape[1]} frames; give one per frame")
     known_units = None if not units or all(u is None for u in units) else [u or "unknown" for u in units]
-    return ArraySource(np.ascontiguousarray(data), bool(series), seconds, names, known_units, [str(f) for f in files])
+    files_read = [str(f) for f in files]
+    return ArraySource(np.ascontiguousarray(data), bool(series), seconds, names, known_units, files_read, pieces)
+
+
+#: What each layout letter counts, in messages.
+AXIS_WORDS = {"N": "sample", "T": "time step", "C": "channel", "H": "row", "W": "column"}
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, np.datetime64):
+        return str(np.datetime_as_string(value, unit="s"))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):g}"
+    return str(value)
+
+
+def value_place(source: ArraySource, index: Sequence[int]) -> tuple[str, str, str]:
+    """Where the value at ``index`` ``(n, t, c, h, w)`` of ``source.data`` is in its file.
+
+    Returns:
+        ``(file, variable, place)``; ``place`` in the file's own axes: ``time 2021-06-01T07:00:00, lat 52, lon 1
+        (t2m[7, 2, 5])`` for NetCDF/Zarr (coordinate values), else ``time step 12, row 3, column 1 (series[12, 3, 1],
+        layout THW)``.
+    """
+    n, t, c, h, w = (int(v) for v in index)
+    along = t if source.series else n  # the files are concatenated along T (a series) or N (samples)
+    k = 0
+    while k < len(source.pieces) - 1 and along >= source.pieces[k][0]:
+        along -= source.pieces[k][0]
+        k += 1
+    origin = source.pieces[k][1]
+    v = 0
+    while v < len(origin) - 1 and c >= origin[v][2]:
+        c -= origin[v][2]
+        v += 1
+    file, (key, axes, _) = source.files[k], origin[v]
+    at = {"N": along, "T": along if source.series else t, "C": c, "H": h, "W": w}
+    position = [at[a] for a in axes]
+    where = f"{key}[{', '.join(map(str, position))}]"
+    if _kind(Path(file)) in ("netcdf", "zarr"):
+        with _open_xarray(Path(file), _kind(Path(file))) as ds:
+            words = []
+            for dim, i in zip(ds[key].dims, position):
+                coord = ds[dim].values if dim in ds.coords and ds[dim].ndim == 1 else None
+                words.append(f"{dim} {_label(coord[i]) if coord is not None else i}")
+        return file, key, f"{', '.join(words)} ({where})"
+    words = [f"{AXIS_WORDS[a]} {i}" for a, i in zip(axes, position)]
+    if source.seconds is not None:
+        words[axes.index("T")] += f" ({_iso(source.seconds[t])})"
+    return file, key, f"{', '.join(words)} ({where}, layout {axes})"
 
 
 # -- splits and windows ----------------------------------------------------------------------------------------------
@@ -609,6 +665,7 @@ class ArrayDataModule(ForecastDataModule):
         """Fill the missing values in place with the channel's training mean (over observed values) or 0."""
         if self.fill_nan == "mean":
             counts = train_obs.sum(axis=(0, 1, 3, 4))
+            self._refuse_empty(counts)  # no mean to fill with: the channel would be a made-up constant
             sums = np.where(train_obs, train, 0.0).sum(axis=(0, 1, 3, 4), dtype=np.float64)
             fill = np.divide(sums, counts, out=np.zeros(len(counts)), where=counts > 0)
         else:
@@ -622,17 +679,53 @@ class ArrayDataModule(ForecastDataModule):
     def _masked_statistics(self, train: np.ndarray, train_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean and population std over the observed training values."""
         counts = train_obs.sum(axis=(0, 1, 3, 4))
-        empty = np.flatnonzero(counts == 0)
-        if len(empty):
-            raise UserError(
-                f"{self.path}: channel {int(empty[0])} has no observed value in the train split (all masked); "
-                "change data.splits or drop the channel with data.variable="
-            )
+        self._refuse_empty(counts)
         values = np.where(train_obs, train, 0.0)
         mean = values.sum(axis=(0, 1, 3, 4), dtype=np.float64) / counts
         centred = np.where(train_obs, train - mean.reshape(1, 1, -1, 1, 1).astype(np.float32), 0.0)
         std = np.sqrt(np.square(centred, dtype=np.float64).sum(axis=(0, 1, 3, 4)) / counts)
         return mean, std
+
+    def _refuse_empty(self, counts: np.ndarray) -> None:
+        """Refuse a channel without one observed training value: it has no statistics and nothing to learn."""
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            raise UserError(
+                f"{self.path}: channel {int(empty[0])} has no observed value in the train split (all missing); "
+                "change data.splits or drop the channel with data.variable="
+            )
+
+    def _refuse_infinite(self, source: ArraySource) -> None:
+        """Refuse inf (but not ``mask_value``): it is no missing value, and it makes the statistics and losses NaN.
+
+        Raises:
+            UserError: with the count, the variables, the first value's place in its file and the fix.
+        """
+        data = source.data
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = np.sum(data, dtype=np.float64)  # one pass, no copy; finite means no inf and no NaN
+        if np.isfinite(total):
+            return
+        bad = np.isinf(data)
+        if self.mask_value is not None and np.isinf(self.mask_value):
+            bad &= data != np.float32(self.mask_value)
+        count = int(np.count_nonzero(bad))
+        if count == 0:
+            return
+        first = np.unravel_index(int(np.argmax(bad)), bad.shape)
+        file, _, place = value_place(source, first)
+        per_channel = bad.sum(axis=(0, 1, 3, 4))
+        keys, c = [], 0
+        for name, _, channels in source.pieces[0][1]:
+            if per_channel[c : c + channels].any():
+                keys.append(name)
+            c += channels
+        sign = "-inf" if data[first] < 0 else "inf"
+        raise UserError(
+            f"{self.path}: {count:,} infinite value{'s' if count != 1 else ''} in {', '.join(keys)}; the first, "
+            f"{sign}, is in {Path(file).name} at {place}; inf is not a missing value: replace them in the file with "
+            f"NaN (masked) or finite numbers, or set data.mask_value={sign} if {sign} marks missing values"
+        )
 
     def static_valid_mask(self) -> np.ndarray | None:
         return self._static_valid
@@ -641,6 +734,7 @@ class ArrayDataModule(ForecastDataModule):
         if self.datasets:
             return
         source = read_source(self.path, self.variable, self.layout, self.time_key)
+        self._refuse_infinite(source)
         data = source.data
         length = self.t_in + self.t_out
         if source.seconds is not None:

@@ -33,11 +33,21 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from stpred.datamodules.resumable import training_loader
 from stpred.errors import UserError
 
-__all__ = ["CLASSIFY_METADATA_KEYS", "DataShapes", "ForecastDataModule", "METADATA_KEYS", "shapes_from_data_config"]
+__all__ = [
+    "CLASSIFY_METADATA_KEYS",
+    "DataShapes",
+    "ForecastDataModule",
+    "METADATA_KEYS",
+    "eval_sampler",
+    "shapes_from_data_config",
+]
 
 #: Keys every forecasting ``metadata()`` carries. ``mean``/``std`` are per channel, so that
 #: ``physical = normalised * std + mean``; ``data_range`` is the de-normalised value range for SSIM/PSNR
@@ -83,6 +93,54 @@ def shapes_from_data_config(cfg: Mapping[str, Any]) -> DataShapes:
     if not (isinstance(cls, type) and issubclass(cls, ForecastDataModule)):
         raise UserError(f"data._target_={target} is not a stpred datamodule (a ForecastDataModule subclass)")
     return cls.shapes_from_config(cfg)
+
+
+def _data_parallel_ranks(trainer: Any = None) -> tuple[int, int]:
+    """``(W, r)``: how many processes share the data and this one's rank among them; ``(1, 0)`` in one process.
+
+    With a trainer, Lightning's ``distributed_sampler_kwargs`` (its strategy's data-parallel world: all nodes'
+    processes under DDP), nothing when the user turned ``use_distributed_sampler`` off; without one, the initialised
+    default process group of :mod:`torch.distributed` (a loop of the user's own under ``torchrun``)."""
+    if trainer is not None:
+        if not getattr(getattr(trainer, "_accelerator_connector", None), "use_distributed_sampler", True):
+            return 1, 0
+        kwargs = trainer.distributed_sampler_kwargs or {}
+        return int(kwargs.get("num_replicas", 1)), int(kwargs.get("rank", 0))
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def eval_sampler(dataset: Dataset, trainer: Any = None, split: str = "eval") -> Sampler | None:
+    """The sampler of a validation or test loader: ``None`` (the samples in order) in one process; under W processes
+    rank r reads samples r, r + W, r + 2W, ... (Lightning's ``UnrepeatedDistributedSampler``, not shuffled).
+
+    Every sample is read exactly once over all processes, so the sum-reduced metric states
+    (:class:`stpred.metrics.ForecastMetrics`, torchmetrics' accuracy) equal one process's. Lightning's own
+    ``DistributedSampler``, which it would put in otherwise, pads an uneven split with repeated samples, and those
+    would be counted twice; it leaves a loader whose sampler already is a ``DistributedSampler`` as it is. Ranks may
+    then get one sample and one batch fewer, which evaluation allows: it has no gradient sync, and the tasks'
+    ``sync_dist`` logs of evaluation steps reduce once, at epoch end.
+
+    Args:
+        dataset: the split, with ``__len__``.
+        trainer: the Lightning trainer the datamodule is attached to, if any (see :func:`_data_parallel_ranks`).
+        split: the split's name, for the error message.
+
+    Raises:
+        UserError: the split has fewer samples than there are processes (one would have no batch, which Lightning
+            refuses and a collective at epoch end would wait on forever).
+    """
+    replicas, rank = _data_parallel_ranks(trainer)
+    if replicas <= 1:
+        return None
+    n = len(dataset)  # type: ignore[arg-type]
+    if 0 < n < replicas:
+        raise UserError(
+            f"the {split} split has {n} samples, fewer than the {replicas} processes that share it; every process "
+            f"needs at least one (use fewer devices, or a larger {split} split)"
+        )
+    return UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False)
 
 
 class ForecastDataModule(L.LightningDataModule):
@@ -150,10 +208,14 @@ class ForecastDataModule(L.LightningDataModule):
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"{type(self).__name__}: split '{split}' is not set up; call setup() first")
+        # Evaluation splits read each sample once over all processes (eval_sampler); training keeps Lightning's
+        # shuffling DistributedSampler, whose padding only repeats a few training samples.
+        sampler = None if shuffle else eval_sampler(self.datasets[split], self.trainer, split)
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -161,7 +223,16 @@ class ForecastDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+        """Shuffled by ``(seed, epoch)``; resumable mid-epoch in one process (:mod:`stpred.datamodules.resumable`)."""
+        if "train" not in self.datasets:
+            raise RuntimeError(f"{type(self).__name__}: split 'train' is not set up; call setup() first")
+        return training_loader(
+            self.datasets["train"],
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)

@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stpred.datamodules.base import DataShapes, ForecastDataModule
 from stpred.datamodules.mnist_idx import download_mnist_file, find_mnist_file, read_idx_images
+from stpred.datamodules.resumable import training_loader
 from stpred.errors import UserError, check
 
 __all__ = [
@@ -612,12 +613,11 @@ class MovingMNISTDataModule(ForecastDataModule):
         if "train" not in self.datasets:
             raise RuntimeError(f"{type(self).__name__}: split 'train' is not set up; call setup() first")
         dataset = self.datasets["train"]
-        return DataLoader(
+        return training_loader(
             dataset,
             batch_size=self.batch_size,
             sampler=EpochSampler(len(dataset)),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            drop_last=len(dataset) > self.batch_size,
         )

@@ -5,7 +5,8 @@ Without ``file``, trajectories are generated with :mod:`stpred.physics.navier_st
 conditions, one frame every ``frame_dt`` from ``t = frame_dt``) and cached as HDF5 under ``root``; the file name
 carries the main parameters and a hash of all of them, and the file is written to a temporary name and renamed,
 so an interrupted run never leaves a cache that looks complete. With ``file``, an FNO ``.mat`` (v7.3 or older) is
-read (:mod:`stpred.datamodules.mat_io`).
+read (:mod:`stpred.datamodules.mat_io`); there is no mask, so a NaN or inf in the trajectories it uses is refused at
+setup (count, first place in ``u``, the fix). Generated data is not checked.
 
 Splits are disjoint sets of trajectories: train the first ``n_train``, test the last ``n_test`` (as FNO), and
 validation the ``n_val`` just before the test ones. The z-score statistics come from the training frames only.
@@ -379,7 +380,9 @@ class NavierStokesDataModule(ForecastDataModule):
             t = read_mat_field(self.file, "t") if "t" in mat_field_names(self.file) else None
             if t is not None and t.size >= 2:
                 self.frame_dt = float(np.ravel(t)[1] - np.ravel(t)[0])
-            return {split: read_fno_trajectories(self.file, r) for split, r in rows.items()}
+            data = {split: read_fno_trajectories(self.file, r) for split, r in rows.items()}
+            _refuse_nonfinite(self.file, data, rows)  # a user's file only: generated data is the solver's own
+            return data
         path = self.cache_path
         with h5py.File(path, "r") as f:
             rows = self._split_rows(f["u"].shape[0], str(path))
@@ -469,6 +472,47 @@ class NavierStokesDataModule(ForecastDataModule):
             meta["cache_file"] = self.cache_path.name
             meta["solver"] = {k: v for k, v in self.generation_params().items() if k not in ("format", "forcing")}
         return meta
+
+
+def _refuse_nonfinite(path: Path, data: dict[str, np.ndarray], rows: dict[str, slice]) -> None:
+    """Refuse NaN or inf in the trajectories read from a user's ``.mat`` file.
+
+    Navier-Stokes training has no mask: one NaN makes the z-score statistics, every loss and every checkpoint NaN.
+    The first bad value is named in the file's own terms: ``u`` in MATLAB's ``[N, s, s, T]`` order.
+
+    Args:
+        path: the ``.mat`` file.
+        data: per split, the trajectories ``[n, T, s, s]`` as read (:func:`read_fno_trajectories`).
+        rows: per split, the trajectories of the file it holds.
+
+    Raises:
+        UserError: with the count of non-finite values, the first one's place and the fix.
+    """
+    nan = bad = 0
+    first = None
+    for split in sorted(data, key=lambda name: rows[name].start):
+        frames = data[split]
+        with np.errstate(invalid="ignore", over="ignore"):
+            if np.isfinite(np.sum(frames, dtype=np.float64)):  # one pass, no copy: the common case
+                continue
+        finite = np.isfinite(frames)
+        bad += int(finite.size - np.count_nonzero(finite))
+        nan += int(np.count_nonzero(np.isnan(frames)))
+        if first is None:
+            in_file = finite.transpose(0, 2, 3, 1)  # back to the file's [n, s, s, T]: "first" is first in the file
+            n, i, j, t = (int(v) for v in np.unravel_index(int(np.argmin(in_file)), in_file.shape))
+            first = (rows[split].start + n, i, j, t)
+    if first is None:
+        return
+    n, i, j, t = first
+    used = sum(len(frames) for frames in data.values())
+    raise UserError(
+        f"{path}: field 'u' holds {bad:,} non-finite value{'s' if bad != 1 else ''} ({nan:,} NaN, {bad - nan:,} inf) "
+        f"in the {used} trajectories used; first at u[{n}, {i}, {j}, {t}] (sample {n}, row {i}, column {j}, time step "
+        f"{t}, from 0 in the file's [N, s, s, T] order; MATLAB u({n + 1},{i + 1},{j + 1},{t + 1})); Navier-Stokes "
+        "training has no mask: replace them in the file, or save u as an .npz and train with data=arrays "
+        "data.layout=NHWT, which masks NaN"
+    )
 
 
 def _u_shape(path: Path) -> tuple[int, int, int, int]:

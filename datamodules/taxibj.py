@@ -17,7 +17,7 @@ their frames are merged and sorted by time stamp (a repeated stamp keeps its fir
 * Scaling is min-max to [0, 1], ``(v - flow_min) / flow_scale`` with ``flow_scale = flow_max - flow_min``, from the
   frames of the training period only. ``scaling="global"`` (default) uses one minimum and maximum over both
   channels, as DeepST and OpenSTL do; ``"channel"`` one pair per channel. Validation and test values may leave
-  [0, 1] slightly.
+  [0, 1] slightly. Min-max scaling has no mask: a NaN or inf in a file is refused at setup (count, stamp, cell).
 
 Metrics are therefore in [0, 1] units (``mean = 0``, ``std = 1``, ``data_range = 1``), the units of the published
 tables (docs/metrics.md §1). In flow counts: ``mse_counts = mse * flow_scale**2``,
@@ -190,8 +190,45 @@ class FlowSeries:
     files: list[str]
 
 
+def _refuse_nonfinite(path: Path | str, name: str, data: np.ndarray, place: Any, fix: str) -> None:
+    """Refuse NaN or inf in ``data``: min-max scaling has no mask, so one NaN makes every scaled frame NaN.
+
+    Args:
+        path: the file, for the message.
+        name: the array in the file (``data``, ``X_train`` ...).
+        data: the values, in the file's axis order.
+        place: ``index tuple -> text`` naming the first bad value's place.
+        fix: what to do, for the message.
+
+    Raises:
+        UserError: with the count of NaN and inf values and the first one's place.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isfinite(np.sum(data, dtype=np.float64)):  # one pass, no copy: the common case
+            return
+    finite = np.isfinite(data)
+    bad = int(finite.size - np.count_nonzero(finite))
+    nan = int(np.count_nonzero(np.isnan(data)))
+    first = tuple(int(v) for v in np.unravel_index(int(np.argmin(finite)), data.shape))
+    raise UserError(
+        f"{path}: {name} holds {bad:,} non-finite value{'s' if bad != 1 else ''} ({nan:,} NaN, {bad - nan:,} inf); "
+        f"first at {place(first)} ({name}[{', '.join(map(str, first))}]); {fix}"
+    )
+
+
+def _frame_place(date: np.ndarray, index: tuple[int, ...]) -> str:
+    """``frame 50 (date 2015030203), channel 1, row 2, column 3`` for ``index`` ``(t, c, h, w)`` of a flow file."""
+    stamp = date[index[0]]
+    stamp = stamp.decode("ascii", "replace") if isinstance(stamp, bytes) else str(stamp)
+    return f"frame {index[0]} (date {stamp.strip()}), channel {index[1]}, row {index[2]}, column {index[3]}"
+
+
 def load_flow_series(
-    paths: Sequence[str | Path], slots_per_day: int = 48, *, drop_incomplete_days: bool = False
+    paths: Sequence[str | Path],
+    slots_per_day: int = 48,
+    *,
+    drop_incomplete_days: bool = False,
+    require_finite: bool = False,
 ) -> FlowSeries:
     """Read, merge and sort grid-flow files (see :func:`read_flow_file`).
 
@@ -199,16 +236,23 @@ def load_flow_series(
         paths: the files.
         slots_per_day: slots in a day.
         drop_incomplete_days: remove every day that misses a slot (DeepST's preprocessing).
+        require_finite: refuse a file holding NaN or inf (training: min-max scaling has no mask).
 
     Returns:
         The merged series; a repeated stamp keeps the frame of the first file that has it.
 
     Raises:
-        UserError: unreadable files, or grids that differ between files.
+        UserError: unreadable files, grids that differ between files, or NaN/inf with ``require_finite``.
     """
     datas, slots = [], []
     for path in paths:
         data, date = read_flow_file(path)
+        if require_finite:
+            _refuse_nonfinite(
+                path, "data", data, lambda i, date=date: _frame_place(date, i),
+                "min-max scaling has no mask: replace them in the file with finite flows, or leave the file out of "
+                "data.files",
+            )  # fmt: skip
         if datas and data.shape[1:] != datas[0].shape[1:]:
             raise UserError(
                 f"{path}: frames (C, H, W) = {data.shape[1:]} differ from {datas[0].shape[1:]} in {paths[0]}; "
@@ -493,7 +537,9 @@ class TaxiBJDataModule(ForecastDataModule):
 
     def _setup_raw(self) -> None:
         paths = self.resolve_files()
-        series = load_flow_series(paths, self.slots_per_day, drop_incomplete_days=self.drop_incomplete_days)
+        series = load_flow_series(
+            paths, self.slots_per_day, drop_incomplete_days=self.drop_incomplete_days, require_finite=True
+        )
         length = self.t_in + self.t_out
         starts = window_starts(series.slots, length)
         windows, bounds = split_windows(
@@ -559,6 +605,12 @@ class TaxiBJDataModule(ForecastDataModule):
                     f"{path}: {key} has shape {arr.shape}, expected (N, {want_t}, C, H, W) like X_train "
                     f"{arrays['X_train'].shape}; set data.t_in/data.t_out to the file's window"
                 )
+        for key in NPZ_KEYS:
+            _refuse_nonfinite(
+                path, key, arrays[key],
+                lambda i: f"window {i[0]}, frame {i[1]}, channel {i[2]}, row {i[3]}, column {i[4]}",
+                "OpenSTL's dataset.npz holds none: use the original file, or the raw .h5 files (data.npz=null)",
+            )  # fmt: skip
         lo, hi = min(float(arrays[k].min()) for k in NPZ_KEYS[:2]), max(float(arrays[k].max()) for k in NPZ_KEYS[:2])
         if lo < -1 - NPZ_RANGE_TOL or hi > 1 + NPZ_RANGE_TOL:
             raise UserError(

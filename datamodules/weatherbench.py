@@ -21,6 +21,7 @@ data's order (ascending or descending, recorded in ``metadata()["latitude_order"
   :meth:`WeatherBenchDataModule.static_valid_mask`; samples then carry ``x_valid``/``y_valid`` and hold 0 (the
   training mean) where masked. ``mask_variable`` names a variable of the file (a land-sea mask; 0 = masked) that
   masks cells as well. ``fill_nan`` (a value or ``"mean"``, the channel's training mean) fills NaNs instead.
+  ``inf`` is no missing value: setup refuses it in one line (count, channels, first time stamp and grid cell).
 - **Crop**: ``crop=[H, W]`` keeps an ``H x W`` block (centred or top-left) so grids fit a model's downsampling
   (the 33 x 49 UK file -> 32 x 48); the coordinates in ``metadata()`` are those of the block.
 - **Memory**: ``cache=None`` loads the splits into RAM as normalised float32 when together they take at most
@@ -336,8 +337,10 @@ class WeatherBenchDataModule(ForecastDataModule):
         check(normalize in ("zscore", "none"), f"WeatherBench: normalize={normalize!r}; use zscore or none")
         check(on_gap in ("skip", "error"), f"WeatherBench: on_gap={on_gap!r}; use skip or error")
         check(
-            fill_nan is None or fill_nan == "mean" or isinstance(fill_nan, (int, float)),
-            f"WeatherBench: fill_nan={fill_nan!r}; use null, a number or 'mean'",
+            fill_nan is None
+            or fill_nan == "mean"
+            or (isinstance(fill_nan, (int, float)) and not isinstance(fill_nan, bool) and np.isfinite(fill_nan)),
+            f"WeatherBench: fill_nan={fill_nan!r}; use null, a finite number or 'mean'",
         )
         check(
             fill_nan is None or mask_variable is None,
@@ -425,12 +428,15 @@ class WeatherBenchDataModule(ForecastDataModule):
         return slice(r0, r0 + h), slice(c0, c0 + w)
 
     def _reductions(self, arrays: dict[str, list[darr.Array]], shift: np.ndarray) -> dict[str, np.ndarray]:
-        """In one dask pass: per split the NaN count of every cell ``[C, H, W]``, and the sums of ``x - shift`` and
-        its square over the finite values of the training split ``[C]``."""
+        """In one dask pass: per split the NaN count of every cell ``[C, H, W]`` and the inf count of every channel
+        ``[C]``, and the sums of ``x - shift`` and its square over the finite values of the training split ``[C]``."""
         todo: dict[str, Any] = {
             f"nan_{split}": [darr.isnan(a).sum(axis=0) for a in chans] for split, chans in arrays.items()
         }
-        train = [a.astype(np.float64) - s for a, s in zip(arrays["train"], shift)]
+        for split, chans in arrays.items():
+            todo[f"inf_{split}"] = [darr.isinf(a).sum() for a in chans]
+        # inf is refused after this pass (_refuse_infinite); kept out of the sums, it raises no warning meanwhile.
+        train = [darr.where(darr.isinf(a), np.nan, a).astype(np.float64) - s for a, s in zip(arrays["train"], shift)]
         todo["sum"] = [darr.nansum(a) for a in train]
         todo["sumsq"] = [darr.nansum(a * a) for a in train]
         (done,) = dask.compute(todo)
@@ -522,13 +528,49 @@ class WeatherBenchDataModule(ForecastDataModule):
         frames, arrays = self._split_arrays(plan, cache, hide)
 
         first = [np.asarray(a[0].compute(), dtype=np.float64) for a in arrays["train"]]
+        first = [np.where(np.isinf(f), np.nan, f) for f in first]  # inf is refused below, after the one pass
         shift = np.array([np.nanmean(f) if np.isfinite(f).any() else 0.0 for f in first])
         red = self._reductions(arrays, shift)
+        self._refuse_infinite(red, plan, arrays)
         has_nan = self._report_nans(red, plan)
         mask = self._mask(red, plan, hide) if has_nan and self.fill_nan is None else None
         mean, std, fill = self._statistics(red, shift, plan, mask is not None)
         self._build(plan, frames, mean, std, fill, hide, mask is not None)
         self._meta = self._metadata(plan, mean, std, fill, cache, mask)
+
+    def _refuse_infinite(self, red: dict[str, np.ndarray], plan: _Plan, arrays: dict[str, list[darr.Array]]) -> None:
+        """Refuse inf in the splits: it is no missing value (NaN is), and it makes the statistics and losses NaN.
+
+        Raises:
+            UserError: with the count, the channels, the first value's time, latitude and longitude, and the fix.
+        """
+        counts = {split: red[f"inf_{split}"].reshape(-1) for split in plan.ranges}
+        total = int(sum(c.sum() for c in counts.values()))
+        if total == 0:
+            return
+        names = [ch.name for j, ch in enumerate(self.channels) if any(c[j] > 0 for c in counts.values())]
+        split = min((s for s in plan.ranges if counts[s].any()), key=lambda s: plan.ranges[s][0])
+        best = None  # (time index in the split, channel)
+        for j, chan in enumerate(arrays[split]):
+            if counts[split][j] > 0:
+                with dask.config.set(scheduler="synchronous"):
+                    t = int(np.argmax(darr.isinf(chan).any(axis=(1, 2)).compute()))
+                best = min(best or (t, j), (t, j))
+        t, j = best
+        frame = np.asarray(arrays[split][j][t].compute())
+        row, col = (int(v) for v in np.unravel_index(int(np.argmax(np.isinf(frame))), frame.shape))
+        sign = "-inf" if frame[row, col] < 0 else "inf"
+        lo = plan.ranges[split][0]
+        r, c = plan.crop[0].start + row, plan.crop[1].start + col
+        lat = float(plan.arrays[j]["latitude"].values[r])
+        lon = float(plan.arrays[j]["longitude"].values[c])
+        raise UserError(
+            f"WeatherBench: {total:,} infinite value{'s' if total != 1 else ''} in {', '.join(map(repr, names))} "
+            f"over the splits of {os.path.basename(os.path.normpath(self.source.location))}; the first, {sign}, is "
+            f"'{self.channels[j].name}' at {_iso(plan.times[lo + t])}, latitude {lat:g}, longitude {lon:g} (time "
+            f"index {lo + t}, latitude index {r}, longitude index {c}); inf is not a missing value: replace them in "
+            "the file with NaN (masked) or finite numbers"
+        )
 
     def _report_nans(self, red: dict[str, np.ndarray], plan: _Plan) -> bool:
         """Whether any split holds NaN; logs each channel, split and count when ``fill_nan`` fills them."""

@@ -39,9 +39,19 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder after a rename in it) to the disk, so a power cut cannot tear it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block ends without an error it replaces ``path``.
+    """Yield a temporary path beside ``path``; when the block ends without an error it is flushed to the disk
+    (``fsync``) and renamed over ``path``, and the folder is flushed too.
 
     The temporary file keeps ``path``'s suffix, because writers such as OpenCV pick the format from it. On an error,
     Ctrl-C or SIGTERM it is removed and ``path`` is left as it was. The result gets the permissions the umask gives
@@ -60,6 +70,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             yield tmp
             # after the writer: some writers replace the file they were given
             os.chmod(tmp, 0o666 & ~_umask())
+            _fsync(tmp)
             os.replace(tmp, path)
+            _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from stpred._version import __version__
+from stpred.archive import verify_archive
 from stpred.errors import UserError
 from stpred.masking import MaskReport, fill_input, training_fill
 from stpred.registry import create_model_from_config, model_version
@@ -78,7 +81,7 @@ class Predictor:
     @torch.no_grad()
     def predict_with_report(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, MaskReport]:
         """:meth:`predict`, and the :class:`~stpred.masking.MaskReport` of what was masked and filled."""
-        x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
+        x = _as_numbers(x, self.in_shape)
         single = x.dim() == 4
         if single:
             x = x.unsqueeze(0)
@@ -108,6 +111,64 @@ class Predictor:
         return [[(names[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
 
 
+#: Where to get a checkpoint that stpred reads, for messages.
+_CHECKPOINT_FIX = "pass a .ckpt written by stpred-train or stpred-import, or zoo:<name> (stpred-zoo list)"
+
+
+def unreadable_reason(path: Path, exc: BaseException, fix: str = _CHECKPOINT_FIX) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words for the user, and what to do.
+
+    The file's first bytes tell a text file, an empty or foreign file and a damaged ``torch.save`` archive apart;
+    torch's own message is kept only for what it names (a refused global, the archive's fault), never its advice to
+    load with ``weights_only=False`` (which runs arbitrary code and is not how stpred reads checkpoints).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as err:
+        return f"{err.strerror or err}; check the file's permissions"
+    text = str(exc)
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return (
+            f"it holds a pickled Python object ({refused.group(1)}), not only tensors and plain values, and stpred "
+            f"does not unpickle code; {fix}"
+        )
+    if not head:
+        return f"the file is empty (0 bytes), so it was not written completely; {fix}"
+    if head.startswith(b"PK\x03\x04"):
+        detail = re.sub(r"^PytorchStreamReader failed reading zip archive: ", "", text.strip().splitlines()[0])
+        detail = detail.split(". ")[0].rstrip(".")
+        return f"it is a damaged torch.save archive ({detail}), maybe cut short in a copy; copy it again or {fix}"
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as err:
+            if err.start < len(head) - 4:  # a character cut at the 4096th byte is still text
+                return f"{path.name} is not a checkpoint (neither a torch.save archive nor a pickle); {fix}"
+        return f"{path.name} is a text file, not a checkpoint; {fix}"
+    if head[:1] == b"\x80":  # a pickle protocol mark: torch.save's legacy format, cut or damaged
+        return f"it is a damaged or foreign pickle ({type(exc).__name__}); {fix}"
+    return f"{path.name} is not a checkpoint (neither a torch.save archive nor a pickle); {fix}"
+
+
+def _as_numbers(x: object, in_shape: tuple[int, ...]) -> torch.Tensor:
+    """``x`` as a real-valued tensor (any integer or float dtype; :meth:`Predictor.predict` makes it float32)."""
+    expected = f"[B, {', '.join(map(str, in_shape))}]"
+    if isinstance(x, np.ndarray) and not x.flags.writeable:
+        x = x.copy()  # torch warns about sharing memory with a read-only array
+    try:
+        tensor = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise UserError(
+            f"predict needs a tensor or array of numbers {expected}, got {type(x).__name__}"
+            + (f" of {x.dtype}" if isinstance(x, np.ndarray) else "")
+        ) from None
+    if tensor.is_complex():
+        raise UserError(f"predict needs a tensor or array of real numbers {expected}, got {tensor.dtype} values")
+    return tensor
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a ``.ckpt`` with ``weights_only=True``; a missing or foreign file is one clear :class:`UserError`.
 
@@ -118,10 +179,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (pass the path of a .ckpt written by stpred-train)")
+    verify_archive(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not a usable checkpoint
-        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot read checkpoint {path}: {unreadable_reason(path, exc)}") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hparams or "model" not in hparams or "data" not in hparams:
         raise UserError(f"{path} is not an stpred checkpoint (no model/data hyperparameters); train with stpred-train")
@@ -134,7 +196,17 @@ def load_predictor(path: str | Path, map_location: str | torch.device = "cpu") -
     Examples:
         >>> predictor = load_predictor("runs/quickstart/checkpoints/last.ckpt")  # doctest: +SKIP
         >>> forecast = predictor.predict(x)  # [B, T_in, C, H, W] -> [B, T_out, C, H, W], physical units
+
+    Raises:
+        UserError: ``path`` is not a path, the file is missing or not an stpred checkpoint, or ``map_location``
+            names no device here (``"cuda"`` without a visible GPU).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        shown = "None" if path is None else type(path).__name__
+        raise UserError(
+            f"load_predictor needs the path of a .ckpt file (str or pathlib.Path) or 'zoo:<name>', got {shown}"
+        )
+    device = _device(map_location)
     ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]
     model_cfg, data = hp["model"], hp["data"]
@@ -162,4 +234,23 @@ def load_predictor(path: str | Path, map_location: str | torch.device = "cpu") -
         first = str(exc).splitlines()[0]
         raise UserError(f"checkpoint {path} does not match model '{model_cfg['name']}': {first}") from None
     valid_mask = ckpt["state_dict"].get("valid_mask")
-    return Predictor(net, data, model_cfg["name"], valid_mask=valid_mask).to(map_location)
+    return Predictor(net, data, model_cfg["name"], valid_mask=valid_mask).to(device)
+
+
+def _device(map_location: object) -> torch.device:
+    """``map_location`` as a device that exists here; a wrong name or a missing GPU is one :class:`UserError`."""
+    try:
+        device = torch.device(map_location)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(
+            f"map_location={map_location!r} is not a device; use 'cpu', 'cuda' or 'cuda:N' (a torch.device)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"map_location={map_location!r} asks for CUDA, but no CUDA device is visible; use map_location='cpu'"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise UserError(f"map_location={map_location!r}: this machine has {count} CUDA device(s); pick one of them")
+    return device

@@ -29,7 +29,14 @@ from torchmetrics import Metric
 from stpred.errors import ConfigError
 from stpred.losses import expand_valid
 
-__all__ = ["ForecastMetrics", "latitude_area_weights", "relative_l2", "ssim_per_frame", "valid_norms"]
+__all__ = [
+    "ForecastMetrics",
+    "WeightedMean",
+    "latitude_area_weights",
+    "relative_l2",
+    "ssim_per_frame",
+    "valid_norms",
+]
 
 
 def valid_norms(pred: Tensor, target: Tensor, valid: Tensor, dim_start: int = 1) -> tuple[Tensor, Tensor, Tensor]:
@@ -232,7 +239,63 @@ def _masked_ssim_sums(
     return total, clean.sum(dim=(1, 2, 3)).to(torch.float64)
 
 
-class ForecastMetrics(Metric):
+class _KeepDtypeMetric(Metric):
+    """A metric whose states keep their dtype (float64 sums) when the module holding it is cast."""
+
+    def _apply(self, fn: Any, exclude_state: Sequence[str] = "") -> _KeepDtypeMetric:
+        # Lightning's "bf16-true"/"16-true" call module.to(dtype) on the whole LightningModule; without this the
+        # float64 sums (and the weights) would be rounded to 8 significant bits. Devices still move; only
+        # torchmetrics' explicit set_dtype() changes dtypes.
+        if self._dtype_convert:
+            return super()._apply(fn, exclude_state)
+
+        def keep_dtype(t: Tensor) -> Tensor:
+            out = fn(t)
+            return out.to(t.dtype) if isinstance(out, Tensor) and out.dtype != t.dtype else out
+
+        return super()._apply(keep_dtype, exclude_state)
+
+
+class WeightedMean(_KeepDtypeMetric):
+    """``sum(value · weight) / sum(weight)`` over the updates (e.g. a batch-mean loss weighted by the batch size),
+    with float64 states summed across processes.
+
+    The evaluation loss of :class:`stpred.tasks.ForecastTask`. Summed states make the mean over several processes
+    equal one process's over the same samples, however unevenly they are split; Lightning's
+    ``self.log(..., sync_dist=True)`` instead averages the processes' integer batch-size counts, which truncates
+    when the total does not divide by the number of processes. NaN values propagate (no filtering).
+
+    Examples:
+        >>> m = WeightedMean()
+        >>> m.update(torch.tensor(1.0), weight=3)
+        >>> m.update(torch.tensor(4.0), weight=1)
+        >>> m.compute()
+        tensor(1.7500)
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("weight", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor | float, weight: Tensor | float = 1.0) -> None:
+        """Add ``value`` (a scalar or a tensor of values) with ``weight`` (broadcast to ``value``)."""
+        value = torch.as_tensor(value).detach().to(device=self.total.device, dtype=torch.float64)
+        w = torch.as_tensor(weight).detach().to(device=self.total.device, dtype=torch.float64)
+        w = torch.broadcast_to(w, value.shape)
+        self.total += (value * w).sum()
+        self.weight += w.sum()
+
+    def compute(self) -> Tensor:
+        """The weighted mean, float32 (``nan`` before any update)."""
+        return (self.total / self.weight).float()
+
+
+class ForecastMetrics(_KeepDtypeMetric):
     """Streaming forecast metrics, reduced across processes by summing float64 states.
 
     One instance per stage (train/val/test). Call :meth:`update` every batch with de-normalised
@@ -376,19 +439,6 @@ class ForecastMetrics(Metric):
             lead_state("n_frames_lat")  # frames whose valid values carry a positive weight
             lead_state("wse")
             lead_state("wae")
-
-    def _apply(self, fn: Any, exclude_state: Sequence[str] = "") -> ForecastMetrics:
-        # Lightning's "bf16-true"/"16-true" call module.to(dtype) on the whole LightningModule; without this the
-        # float64 sums (and the weights) would be rounded to 8 significant bits. Devices still move; only
-        # torchmetrics' explicit set_dtype() changes dtypes.
-        if self._dtype_convert:
-            return super()._apply(fn, exclude_state)
-
-        def keep_dtype(t: Tensor) -> Tensor:
-            out = fn(t)
-            return out.to(t.dtype) if isinstance(out, Tensor) and out.dtype != t.dtype else out
-
-        return super()._apply(keep_dtype, exclude_state)
 
     @property
     def config(self) -> dict[str, Any]:

@@ -491,3 +491,46 @@ def test_npy_errors(vorticity, tmp_path, capsys):
     full = vorticity["root"] / "vorticity.npy"
     line = run_failing(["--ckpt", vorticity["ckpt"], full, "--init-time", "2019-03-01T00:00"], capsys)
     assert "--init-time needs time stamps" in line
+
+
+def test_a_nan_where_training_had_none_is_filled_said_once_and_the_forecast_stays_finite(vorticity, tmp_path, capsys):
+    frames = vorticity["frames"].copy()
+    frames[-2, 0, 3, 5] = np.nan  # the Navier-Stokes data have no missing values
+    np.save(tmp_path / "holes.npy", frames)
+    out = tmp_path / "holes.nc"
+    _, err = run_main(["--ckpt", vorticity["ckpt"], tmp_path / "holes.npy", "--out", out], capsys)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stpred-forecast: warning: "), err
+    assert "1 NaN values where the training data had none" in lines[0]
+    assert "frame 2, channel 0, row 3, column 5" in lines[0]
+    predictor = load_predictor(vorticity["ckpt"])
+    filled = frames[-4:].copy()
+    filled[np.isnan(filled)] = predictor.metadata["mean"][0]  # the training mean
+    expected = predictor.predict(torch.from_numpy(filled)).numpy()
+    with xr.open_dataset(out) as ds:
+        values = ds["forecast"].values
+        assert "stpred_unexpected_nan" in ds["forecast"].attrs
+    assert np.isfinite(values).all()
+    np.testing.assert_allclose(values, expected, rtol=0, atol=1e-5)
+
+
+def test_predict_takes_integer_input_as_float(vorticity):
+    predictor = load_predictor(vorticity["ckpt"])
+    x = torch.randint(-3, 4, (2, 4, 1, 16, 16), generator=torch.Generator().manual_seed(0))
+    assert x.dtype == torch.int64
+    got = predictor.predict(x)
+    assert got.dtype == torch.float32 and got.shape == (2, 3, 1, 16, 16)
+    torch.testing.assert_close(got, predictor.predict(x.float()), rtol=0, atol=0)
+    single = x[0].numpy().astype(np.int32)  # one sequence [T_in, C, H, W] from numpy
+    torch.testing.assert_close(predictor.predict(single), predictor.predict(x[0].float()), rtol=0, atol=0)
+
+
+def test_predict_fills_an_unexpected_nan_with_one_warning(vorticity):
+    predictor = load_predictor(vorticity["ckpt"])
+    x = torch.from_numpy(vorticity["frames"][-4:].copy())
+    x[1, 0, 7, 2] = float("nan")
+    with pytest.warns(UserWarning) as caught:
+        got = predictor.predict(x)
+    assert len(caught) == 1 and "1 NaN values where the training data had none" in str(caught[0].message)
+    assert "frame 1, channel 0, row 7, column 2" in str(caught[0].message)
+    assert torch.isfinite(got).all()

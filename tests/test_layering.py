@@ -43,14 +43,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("stpred.errors", "stpred.atomic", "stpred.configs", "stpred._version")),
+    ("base", ("stpred.errors", "stpred.atomic", "stpred.archive", "stpred.configs", "stpred._version")),
     ("numerics", ("stpred.losses", "stpred.masking", "stpred.metrics", "stpred.physics", "stpred.plotting")),
     ("kernels", ("stpred.kernels",)),
     ("layers", ("stpred.layers",)),
     ("models", ("stpred.models", "stpred.registry")),
     ("api", ("stpred.checkpoint", "stpred.importers", "stpred.zoo")),
     ("datamodules", ("stpred.datamodules",)),
-    ("tasks", ("stpred.tasks", "stpred.callbacks")),
+    ("tasks", ("stpred.tasks", "stpred.callbacks", "stpred.resume", "stpred.faults")),
     ("apps", ("stpred.apps",)),
     ("package", ("stpred",)),
 )

@@ -277,3 +277,53 @@ def test_user_errors(tmp_path, mat_file):
         NavierStokesDataModule(tmp_path, file=garbage).setup()
     with pytest.raises(UserError, match="windows"):
         NavierStokesDataModule(tmp_path, windows="random")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_in_a_mat_file_are_refused_with_count_and_place(mat_file, tmp_path, bad):
+    """No mask here: one NaN would make the statistics, every loss and every checkpoint NaN."""
+    arrays = fno_arrays()
+    arrays["u"][6, 4, 1, 5] = bad  # the test trajectory: training statistics alone would look fine
+    arrays["u"][1, 2, 3, 7] = bad  # train, a frame past t_in + t_out
+    arrays["u"][3, 0, 0, 0] = np.nan  # the trajectory no split reads (train 0-2, val 4-5, test 6)
+    if h5py.is_hdf5(mat_file):
+        write_mat_v73(mat_file, arrays)
+    else:
+        scipy.io.savemat(mat_file, arrays)
+    dm = NavierStokesDataModule(tmp_path, file=mat_file, n_train=3, n_val=2, n_test=1, t_in=3, t_out=2, progress=False)
+    dm.prepare_data()
+    with pytest.raises(UserError) as err:
+        dm.setup()
+    msg = str(err.value)
+    kind = "0 NaN, 2 inf" if np.isinf(bad) else "2 NaN, 0 inf"
+    assert f"{mat_file}: field 'u' holds 2 non-finite values ({kind}) in the 6 trajectories used" in msg, msg
+    assert "first at u[1, 2, 3, 7] (sample 1, row 2, column 3, time step 7" in msg and "MATLAB u(2,3,4,8)" in msg
+    assert "replace them in the file" in msg and "data=arrays data.layout=NHWT" in msg and "\n" not in msg
+    assert not dm.datasets
+
+
+def test_a_finite_mat_file_is_read_unchanged_and_a_constant_one_refused(mat_file, tmp_path, monkeypatch):
+    calls, check = [], ns._refuse_nonfinite
+    monkeypatch.setattr(ns, "_refuse_nonfinite", lambda *args: calls.append(args) or check(*args))
+    dm = NavierStokesDataModule(tmp_path, file=mat_file, n_train=3, n_val=2, n_test=2, t_in=3, t_out=4)
+    dm.setup()
+    assert len(calls) == 1 and np.isfinite(dm.mean) and np.isfinite(dm.std)
+    constant = {**fno_arrays(), "u": np.full((N, S, S, T), 2.5, dtype=np.float32)}
+    path = tmp_path / "constant.mat"
+    scipy.io.savemat(path, constant)
+    with pytest.raises(UserError, match="the training frames are constant; use data.normalize=none"):
+        NavierStokesDataModule(tmp_path, file=path, n_train=3, n_val=2, n_test=2, t_in=3, t_out=4).setup()
+
+
+def test_generated_data_is_never_checked_for_non_finite_values(tmp_path, monkeypatch):
+    """The check is for a user's file: the project's own generated trajectories go straight to training."""
+
+    def refuse(*args):
+        raise AssertionError("generated data went through the .mat check")
+
+    monkeypatch.setattr(ns, "_refuse_nonfinite", refuse)
+    dm = NavierStokesDataModule(tmp_path, device="cpu", **{**SMALL, "n_train": 2, "n_val": 1, "n_test": 1})
+    dm.setup()
+    assert np.isfinite(dm.mean) and dm.std > 0
+    np.testing.assert_allclose(denormalised(dm, "train"), cache_frames(dm)[:2], rtol=1e-5, atol=1e-5)
+

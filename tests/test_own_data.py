@@ -214,6 +214,79 @@ def test_bad_layout_and_missing_key_are_one_line_errors_and_nan_masked_or_filled
         ArrayDataModule(str(tmp_path / "s.npy"), t_in=2, t_out=2, splits={s: ["2020", "2020"] for s in SPLITS}).setup()
 
 
+def test_inf_is_refused_in_every_format_with_its_count_variable_and_place(tmp_path):
+    """inf is no missing value (NaN is, and is masked): one line with the count, the variable, the first place in
+    the file's own axes (coordinate values for NetCDF/Zarr, stamps for a series with times) and the fix."""
+    values, times = _netcdf_with_gap(tmp_path / "clean.nc")
+    bad = values.copy()
+    bad[40, 3, 5] = -np.inf  # 2020-01-02T19:00 (three stamps of day 2 are missing), lat 5, lon 10
+    bad[60, 0, 1] = np.inf
+    bad[3, 1, 1] = np.nan  # masked, not counted
+    coords = {"time": times, "lat": np.linspace(-5.0, 5.0, 4), "lon": np.linspace(0.0, 10.0, 6)}
+    ds = xr.Dataset({"t2m": (("time", "lat", "lon"), bad), "sst": (("time", "lat", "lon"), values + 1)}, coords)
+    ds.to_netcdf(tmp_path / "t2m.nc", engine="netcdf4")
+    ds.to_zarr(tmp_path / "t2m.zarr")
+    np.save(tmp_path / "series.npy", bad)
+    np.save(tmp_path / "times.npy", times.values)
+    series_nchw = np.stack([values, bad])[:, :, None]  # [N, T, C, H, W]: the second sample holds the infs
+    np.savez(tmp_path / "samples.npz", field=series_nchw.transpose(0, 1, 3, 4, 2))  # NTHWC
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["group/values"] = bad[:, None]
+    place_nc = "is in {} at time 2020-01-02T19:00:00, lat 5, lon 10 (t2m[40, 3, 5])"
+    cases = {
+        "t2m.nc": ({"variable": ["sst", "t2m"]}, "2 infinite values in t2m; the first, -inf, "
+                   + place_nc.format("t2m.nc")),
+        "t2m.zarr": ({"variable": "t2m"}, place_nc.format("t2m.zarr")),
+        "series.npy": ({"layout": "THW"}, "the first, -inf, is in series.npy at time step 40 (2020-01-02T19:00:00), "
+                       "row 3, column 5 (series[40, 3, 5], layout THW)"),
+        "samples.npz": ({"layout": "NTHWC"}, "2 infinite values in field; the first, -inf, is in samples.npz at sample "
+                        "1, time step 40, row 3, column 5, channel 0 (field[1, 40, 3, 5, 0], layout NTHWC)"),
+        "d.h5": ({"variable": "group/values"}, "(group/values[40, 0, 3, 5], layout TCHW)"),
+    }  # fmt: skip
+    for name, (kwargs, needle) in cases.items():
+        for fill in (None, "mean"):
+            with pytest.raises(UserError) as err:
+                ArrayDataModule(str(tmp_path / name), t_in=2, t_out=2, fill_nan=fill, **kwargs).setup()
+            msg = str(err.value)
+            assert needle in msg and "\n" not in msg, msg
+            assert "inf is not a missing value" in msg and "data.mask_value=-inf if -inf marks missing values" in msg
+    # A folder of files: the place names the file that holds it.
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    np.save(folder / "a.npy", values[:30])
+    np.save(folder / "b.npy", bad[30:])
+    with pytest.raises(UserError, match=r"is in b.npy at time step 10, row 3, column 5 \(b\[10, 3, 5\]"):
+        ArrayDataModule(str(folder), t_in=2, t_out=2, layout="THW").setup()
+
+
+def test_mask_value_inf_masks_that_inf_and_a_truly_constant_channel_is_only_shifted(tmp_path):
+    series = np.random.default_rng(8).normal(size=(40, 2, 3, 3)).astype(np.float32)
+    series[4, 0, 1, 1] = np.inf
+    series[:, 1] = 7.0  # a constant channel: documented as shifted only (std 1), never an error
+    np.save(tmp_path / "s.npy", series)
+    dm = ArrayDataModule(str(tmp_path / "s.npy"), t_in=2, t_out=2, mask_value=float("inf"))
+    dm.setup()
+    meta = dm.metadata()
+    assert meta["mask"]["masked_values"] == 1 and np.isfinite(meta["mean"]).all() and np.isfinite(meta["std"]).all()
+    assert meta["std"][1] == 1.0 and meta["mean"][1] == 7.0
+    item = dm.datasets["train"][3]  # frames 3, 4
+    assert not bool(item["x_valid"][1, 0, 1, 1]) and float(item["x"][1, 0, 1, 1]) == 0.0
+    with pytest.raises(UserError, match="1 infinite value in s; the first, inf"):
+        ArrayDataModule(str(tmp_path / "s.npy"), t_in=2, t_out=2, mask_value=float("-inf")).setup()
+
+
+def test_fill_nan_mean_refuses_a_channel_without_an_observed_training_value(tmp_path):
+    series = np.random.default_rng(9).normal(size=(40, 2, 3, 3)).astype(np.float32)
+    series[:32, 1] = np.nan  # channel 1: nothing observed in the training frames [0, 32)
+    np.save(tmp_path / "s.npy", series)
+    with pytest.raises(UserError, match="channel 1 has no observed value in the train split") as err:
+        ArrayDataModule(str(tmp_path / "s.npy"), t_in=2, t_out=2, fill_nan="mean").setup()
+    assert "\n" not in str(err.value)
+    zero = ArrayDataModule(str(tmp_path / "s.npy"), t_in=2, t_out=2, fill_nan="zero")
+    zero.setup()  # the user's fill value: asked for, recorded
+    assert zero.metadata()["fill_nan"] == {"method": "zero", "values": [0.0, 0.0]}
+
+
 # -- arrays: train, forecast -------------------------------------------------------------------------------------------
 def test_train_on_an_npy_series_then_forecast_from_its_checkpoint(tmp_path, capsys):
     rng = np.random.default_rng(6)

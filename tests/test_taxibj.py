@@ -24,7 +24,7 @@ from _hydra import compose_config
 
 from stpred.apps.train import train
 from stpred.datamodules.base import METADATA_KEYS
-from stpred.datamodules.taxibj import TaxiBJDataModule, format_stamp, parse_stamps
+from stpred.datamodules.taxibj import TaxiBJDataModule, format_stamp, load_flow_series, parse_stamps
 from stpred.errors import UserError
 
 SIGNATURE_BASE, SIGNATURE_STEP = 20.0, 0.2
@@ -347,6 +347,45 @@ def test_grids_that_differ_between_years_are_refused(tmp_path):
     with pytest.raises(UserError) as err:
         TaxiBJDataModule(tmp_path).setup()
     assert_one_line(err, "BJ14_M32x32_T30_InOut.h5", "(2, 16, 8)", "(2, 32, 32)")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_flows_are_refused_with_count_stamp_and_cell(tmp_path, bad):
+    """Min-max scaling has no mask: a NaN made flow_min/flow_max and every scaled frame NaN, silently."""
+    rng = np.random.default_rng(3)
+    s13, s14 = stamps_for(dt.date(2013, 7, 1), 2), stamps_for(dt.date(2014, 3, 1), 4)
+    write_flow_h5(tmp_path / "BJ13_M32x32_T30_InOut.h5", s13, rng.uniform(0, 50, (len(s13), 2, 8, 8)))
+    data = rng.uniform(0, 50, (len(s14), 2, 8, 8))
+    data[150, 1, 6, 2] = bad  # 2014030407, in the test days: the training extremes alone would be finite
+    data[180, 0, 0, 0] = bad
+    write_flow_h5(tmp_path / "BJ14_M32x32_T30_InOut.h5", s14, data)
+    with pytest.raises(UserError) as err:
+        TaxiBJDataModule(tmp_path, test_days=1, val_days=1).setup()
+    kind = "0 NaN, 2 inf" if np.isinf(bad) else "2 NaN, 0 inf"
+    assert_one_line(
+        err, f"BJ14_M32x32_T30_InOut.h5: data holds 2 non-finite values ({kind}); first at frame 150 (date "
+        "2014030407), channel 1, row 6, column 2 (data[150, 1, 6, 2]); min-max scaling has no mask: replace them in "
+        "the file with finite flows, or leave the file out of data.files",
+    )  # fmt: skip
+    # Reading a file for a forecast is not training: load_flow_series keeps the values as they are by default.
+    series = load_flow_series([tmp_path / "BJ14_M32x32_T30_InOut.h5"])
+    assert np.array_equal(series.data[150, 1, 6, 2], bad, equal_nan=True)
+
+
+def test_non_finite_npz_values_are_refused_and_a_constant_file_still_is(tmp_path, npz_file):
+    _, arrays = npz_file
+    y_test = arrays["Y_test"].copy()
+    y_test[7, 3, 0, 31, 30] = -np.inf
+    np.savez(tmp_path / "inf.npz", **{**arrays, "Y_test": y_test})
+    with pytest.raises(UserError) as err:
+        TaxiBJDataModule(tmp_path, npz="inf.npz").setup()
+    assert_one_line(err, "inf.npz: Y_test holds 1 non-finite value (0 NaN, 1 inf); first at window 7, frame 3, "
+                    "channel 0, row 31, column 30 (Y_test[7, 3, 0, 31, 30])", "data.npz=null")  # fmt: skip
+    stamps = stamps_for(dt.date(2015, 3, 1), 4)
+    write_flow_h5(tmp_path / "BJ15_M32x32_T30_InOut.h5", stamps, np.full((len(stamps), 2, 8, 8), 3.0))
+    with pytest.raises(UserError) as err:
+        TaxiBJDataModule(tmp_path, test_days=1, val_days=1).setup()
+    assert_one_line(err, "the training frames are constant (3.0 .. 3.0); min-max scaling is undefined")
 
 
 def test_too_few_windows_for_the_splits(taxibj):

@@ -109,8 +109,9 @@ def test_resume_continues_at_the_saved_step(trained, tmp_path, ns_root):
 def test_resume_with_another_model_is_refused(trained, tmp_path, ns_root):
     out, _ = trained
     last = out / "checkpoints" / "last.ckpt"
+    simvp = ["model=simvpv2", "~model.kwargs.modes", "~model.kwargs.width", "~model.kwargs.mode"]
     with pytest.raises(stpred.UserError, match="holds model 'fno2d'"):
-        _run(tmp_path, ns_root, ["model=simvpv2", f"ckpt_path={last}"])
+        _run(tmp_path, ns_root, [*simvp, f"ckpt_path={last}"])
 
 
 def _evaluate(ckpt: Path, out: Path, trainer: str) -> dict:

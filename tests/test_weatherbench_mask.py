@@ -256,3 +256,48 @@ def test_wb1_folder_takes_the_mask_variable_from_its_constants(tmp_path):
     assert dm.metadata()["mask"]["source"] == "variable lsm"
     item = dm.datasets["val"][0]
     np.testing.assert_array_equal(item["x_valid"][0, 0].numpy(), lsm != 0)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_inf_is_refused_with_count_time_and_place_not_called_constant(tmp_path, cache):
+    """inf is no missing value: it used to make the statistics NaN and be reported as a constant channel."""
+    raw = _values(5)  # NaN over the sea and at SPORADIC: masked, not counted
+    raw[25, 5, 7] = np.inf  # val split, 2021-01-07T06:00, latitude 50, longitude 6
+    raw[33, 6, 3] = -np.inf  # test split
+    other = _values(6)
+    other[0, 4, 1] = np.inf  # the first training frame, from which the statistics' shift is taken; cropped away
+    path = _write(tmp_path / "uk.nc", {"t2m": raw, "sst": other})
+    # A 6 x 8 crop (centred or not: offsets 0, 0) keeps rows 0-5 and columns 0-7, so the -inf at row 6 is dropped.
+    for kwargs, count in (({}, "2 infinite values"), ({"fill_nan": "mean"}, "2 infinite values"),
+                          ({"crop": [6, 8]}, "1 infinite value")):  # fmt: skip
+        with pytest.raises(UserError) as err:
+            _module(path, variables=["t2m"], cache=cache, **kwargs)
+        assert_one_line(
+            err, f"WeatherBench: {count} in 't2m' over the splits of uk.nc; the first, inf, is 't2m' at "
+            "2021-01-07T06:00:00, latitude 50, longitude 6 (time index 25, latitude index 5, longitude index 7); inf "
+            "is not a missing value: replace them in the file with NaN (masked) or finite numbers",
+        )  # fmt: skip
+    with pytest.raises(UserError) as err:
+        _module(path, variables=["t2m", "sst"], cache=cache)
+    assert_one_line(err, "3 infinite values in 't2m', 'sst'", "the first, inf, is 'sst' at 2021-01-01T00:00:00")
+    # A centred 5 x 7 crop keeps rows 1-5 and columns 1-7: sst's (4, 1) and t2m's (5, 7) stay, t2m's (6, 3) goes;
+    # the place is given in the file's rows and columns, not the crop's.
+    with pytest.raises(UserError) as err:
+        _module(path, variables=["sst", "t2m"], cache=cache, crop=[5, 7], crop_anchor="center")
+    assert_one_line(err, "2 infinite values in 'sst', 't2m'", "is 'sst' at 2021-01-01T00:00:00, latitude 48, "
+                    "longitude -6 (time index 0, latitude index 4, longitude index 1)")  # fmt: skip
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_truly_constant_channel_is_still_refused_and_fill_nan_must_be_finite(tmp_path, cache):
+    constant = np.full((len(TIME), len(LAT), len(LON)), 280.0, dtype=np.float32)
+    constant[:, SEA[0], SEA[1]] = np.nan  # constant over the observed cells
+    path = _write(tmp_path / "flat.nc", {"t2m": _values(7), "flat": constant})
+    with pytest.raises(UserError) as err:
+        _module(path, variables=["t2m", "flat"], cache=cache)
+    assert_one_line(err, "WeatherBench: channels ['flat'] are constant over the train split; use normalize=none")
+    dm = _module(path, variables=["t2m", "flat"], cache=cache, normalize="none")
+    assert dm.metadata()["std"] == [1.0, 1.0]
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        with pytest.raises(UserError, match="use null, a finite number or 'mean'"):
+            WeatherBenchDataModule(path=path, variables=["t2m"], splits=SPLITS, fill_nan=bad)

@@ -85,9 +85,10 @@ def load_weights(path: Path) -> Any:
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file cannot be read safely
-        first = str(exc).strip().splitlines()
-        detail = next((ln.strip() for ln in first if "Unsupported global" in ln), first[0] if first else repr(exc))
-        raise UserError(f"cannot read {path} with weights_only=True: {detail}") from None
+        from stpred.checkpoint import unreadable_reason
+
+        reason = unreadable_reason(path, exc, fix="give the file the reference implementation saved (.pth, .ckpt, .pt)")
+        raise UserError(f"cannot read {path} with weights_only=True: {reason}") from None
     return _as_names(obj)
 
 

@@ -10,6 +10,7 @@ checkpoint's hyperparameters hold.
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any
 
 import lightning as L
@@ -21,6 +22,8 @@ from stpred.registry import create_model_from_config
 from stpred.tasks.optim import build_optimizers
 
 __all__ = ["TaskBase"]
+
+log = logging.getLogger("stpred.train")
 
 
 class TaskBase(L.LightningModule):
@@ -65,6 +68,8 @@ class TaskBase(L.LightningModule):
         # The hyperparameters are the subclass's constructor arguments (Lightning reads them from its frame), so
         # that checkpoints rebuild the task with nothing but plain values.
         self.save_hyperparameters(frame=inspect.currentframe().f_back)
+        self._schedule_start, self._restart_schedule = 0, False
+        self._fresh_schedule: dict[str, Any] | None = None
 
     def build_net(self, **target: int) -> nn.Module:
         """Build the registered model for ``data["in_shape"]`` and ``target`` (``out_frames=`` or ``num_classes=``)
@@ -79,10 +84,51 @@ class TaskBase(L.LightningModule):
             self.net.compile(**(self.hparams.compile_kwargs or {}))
             self._compiled = True
 
+    # -- the schedule across resumes ------------------------------------------------------------------------
+    # A checkpoint records the epochs its schedule was planned for. Resumed with the same trainer.max_epochs, the
+    # schedule continues exactly; with another (extending a finished run), it restarts over the epochs still to
+    # run, and the run says so in one line.
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["stpred_schedule"] = {"max_epochs": self.trainer.max_epochs, "start_epoch": self._schedule_start}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("stpred_schedule")
+        if self._trainer is None or saved is None or self.trainer.state.fn != "fit":
+            return
+        done = int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+        max_epochs = self.trainer.max_epochs
+        scheduler = (self.hparams.optim or {}).get("scheduler", "onecycle")
+        if saved["max_epochs"] == max_epochs:
+            self._schedule_start = int(saved["start_epoch"])
+            log.info(f"resuming after epoch {done} of {max_epochs}: the {scheduler} schedule continues")
+            return
+        self._schedule_start, self._restart_schedule = done, True
+        log.info(
+            f"resuming after epoch {done} with trainer.max_epochs={max_epochs} (the checkpoint planned "
+            f"{saved['max_epochs']}): the {scheduler} schedule restarts over the remaining {max_epochs - done} epochs"
+        )
+
     def configure_optimizers(self) -> dict[str, Any]:
         trainer = self.trainer
         max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
         steps = max(1, int(trainer.estimated_stepping_batches) // max_epochs) if trainer.max_epochs else 1
-        return build_optimizers(
-            self.parameters(), dict(self.hparams.optim or {}), max_epochs=max_epochs, steps_per_epoch=steps
+        config = build_optimizers(
+            self.parameters(),
+            dict(self.hparams.optim or {}),
+            max_epochs=max(1, max_epochs - self._schedule_start),
+            steps_per_epoch=steps,
         )
+        scheduler = config.get("lr_scheduler", {}).get("scheduler")
+        self._fresh_schedule = None if scheduler is None else scheduler.state_dict()
+        return config
+
+    def on_train_start(self) -> None:
+        # Lightning restored the old schedule's state after configure_optimizers; a restart puts the new one back.
+        if not self._restart_schedule:
+            return
+        self._restart_schedule = False
+        for config, optimizer in zip(self.trainer.lr_scheduler_configs, self.trainer.optimizers):
+            config.scheduler.load_state_dict(self._fresh_schedule)
+            for group, lr in zip(optimizer.param_groups, config.scheduler.get_last_lr()):
+                group["lr"] = lr

@@ -8,7 +8,7 @@ import torch
 from torchmetrics import MinMetric
 
 from stpred._version import __version__
-from stpred.metrics import ForecastMetrics
+from stpred.metrics import ForecastMetrics, WeightedMean
 from stpred.tasks.base import TaskBase
 
 __all__ = ["ForecastTask", "REQUIRED_METADATA"]
@@ -61,6 +61,8 @@ class ForecastTask(TaskBase):
         self.register_buffer("std", std, persistent=False)
         self.val_metrics = ForecastMetrics.from_metadata(data)
         self.test_metrics = ForecastMetrics.from_metadata(data)
+        # Evaluation losses as exact sums over all processes (Lightning's mean sync truncates uneven batch counts).
+        self.val_loss, self.test_loss = WeightedMean(), WeightedMean()
         if data.get("mask"):
             # The cells observed at least once; filled from the datamodule in setup(), restored from checkpoints.
             frame = tuple(int(v) for v in data["in_shape"][1:])
@@ -104,7 +106,7 @@ class ForecastTask(TaskBase):
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str, metrics: ForecastMetrics) -> dict:
         pred, valid = self(batch["x"]), batch.get("y_valid")
         loss = self._loss(pred, batch["y"], valid)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=True, batch_size=pred.shape[0])
+        getattr(self, f"{stage}_loss").update(loss, weight=pred.shape[0])  # logged at epoch end, no per-step sync
         metrics.update(self.denormalize(pred), self.denormalize(batch["y"]), valid=valid)
         return {"pred": pred.detach()}
 
@@ -126,7 +128,10 @@ class ForecastTask(TaskBase):
     def on_validation_epoch_end(self) -> None:
         values = self._with_alt_units(self.val_metrics.compute())
         self.val_metrics.reset()
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
         # compute() already reduced the states across processes; sync_dist averages identical values.
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.val_mse_best.update(values["mse"])
@@ -136,4 +141,7 @@ class ForecastTask(TaskBase):
         values = self._with_alt_units(self.test_metrics.compute())
         self.test_per_lead = {k: v.double().tolist() for k, v in self.test_metrics.per_lead().items()}
         self.test_metrics.reset()
+        loss = self.test_loss.compute()
+        self.test_loss.reset()
+        self.log("test/loss", loss, sync_dist=True)
         self.log_dict({f"test/{k}": v.float() for k, v in values.items()}, sync_dist=True)
