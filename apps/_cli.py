@@ -98,7 +98,7 @@ def guard(prog: str, fn: Callable[[], object]) -> object:
         if isinstance(exc, _user_error_types()):
             _fail(prog, _describe_config_error(exc))
         if _is_write_error(exc):
-            _fail(prog, f"cannot write {exc.filename}: {exc.strerror}; choose a folder you can write to")
+            _fail(prog, _describe_write_error(exc))
         raise
 
 
@@ -120,6 +120,21 @@ def _is_write_error(exc: BaseException) -> bool:
     return isinstance(exc, refusals) or exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
+def _describe_write_error(exc: OSError) -> str:
+    """Name what stands in the way: a file where a folder must be, or a folder without write permission."""
+    from pathlib import Path
+
+    path = Path(exc.filename)
+    for ancestor in (path, *path.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                if ancestor == path:
+                    return f"cannot create the folder {path}: a file of that name is in the way; choose another folder"
+                return f"cannot create a folder under {ancestor}: it is a file, not a folder; choose another folder"
+            break
+    return f"cannot write {path}: {exc.strerror}; choose a folder you can write to"
+
+
 def _describe_config_error(exc: BaseException) -> str:
     text = str(exc)
     missing = re.search(r"Could not find '([\w/]+)/(\w+)'", text)
@@ -135,6 +150,10 @@ def _describe_config_error(exc: BaseException) -> str:
             f"unknown config key {name}: check its spelling (`--cfg job` prints the config); "
             f"use +{name}=... to add a new key"
         )
+    missing_value = re.match(r"Missing mandatory value: ([\w.]+)", text)
+    if missing_value:
+        key = missing_value.group(1)
+        return f"{key} must be given: add {key}=... to the command (see --help)"
     from hydra.errors import OverrideParseException
 
     if isinstance(exc, OverrideParseException):

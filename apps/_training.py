@@ -38,18 +38,19 @@ def _resume_checkpoint(cfg: DictConfig) -> str | None:
     from stpred.registry import create_model_from_config
     from stpred.zoo import resolve
 
-    path = str(resolve(cfg.ckpt_path))
+    given = cfg.ckpt_path
+    path = str(resolve(given))
     ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]
     saved_model = hp["model"]["name"]
     if saved_model != cfg.model.name:
-        raise UserError(f"ckpt_path={path} holds model '{saved_model}', but the config builds '{cfg.model.name}'")
+        raise UserError(f"ckpt_path={given} holds model '{saved_model}', but the config builds '{cfg.model.name}'")
     shapes = shapes_from_data_config(OmegaConf.to_container(cfg.data, resolve=True))
     saved = hp["data"]
     target = "num_classes" if shapes.task == "classify" else "out_frames"
     if list(saved["in_shape"]) != list(shapes.in_shape) or saved.get(target) != shapes.target()[target]:
         raise UserError(
-            f"ckpt_path={path} was trained on in_shape={list(saved['in_shape'])}, {target}={saved.get(target)}, "
+            f"ckpt_path={given} was trained on in_shape={list(saved['in_shape'])}, {target}={saved.get(target)}, "
             f"but the data now gives in_shape={list(shapes.in_shape)}, {target}={shapes.target()[target]}; resume "
             "with the data settings it was trained with, or start a new run (ckpt_path=null)"
         )
@@ -62,7 +63,7 @@ def _resume_checkpoint(cfg: DictConfig) -> str | None:
             keys = sorted(k for k in set(old_kwargs) | set(new_kwargs) if old_kwargs.get(k) != new_kwargs.get(k))
             differ = [f"{k} {old_kwargs.get(k)} -> {new_kwargs.get(k)}" for k in keys]
             raise UserError(
-                f"ckpt_path={path} holds {key} of shape {list(value.shape)}, the config builds {list(own[key].shape)}"
+                f"ckpt_path={given} holds {key} of shape {list(value.shape)}, the config builds {list(own[key].shape)}"
                 + (f" (model.kwargs differ: {', '.join(differ)})" if differ else "")
                 + "; resume with the model settings it was trained with, or start a new run (ckpt_path=null)"
             )

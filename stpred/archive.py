@@ -26,7 +26,10 @@ def verify_archive(path: str | Path) -> None:
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
         bad = f"its index ({exc})"
     if bad is not None:
+        # Records are named <archive>/<record>; the archive's name is whatever file torch.save first wrote.
+        bad = bad.split("/", 1)[-1]
         raise UserError(
-            f"checkpoint {path} is damaged: {bad} fails its CRC-32 check (the file changed or was cut after it was "
-            "written); it was not used; take another copy, e.g. the run's other checkpoint (last.ckpt or epoch_*.ckpt)"
+            f"checkpoint {path} is damaged: its record {bad} fails its CRC-32 check (the file changed or was cut after "
+            "it was written); it was not used; take another copy, e.g. the run's other checkpoint (last.ckpt or "
+            "epoch_*.ckpt)"
         )

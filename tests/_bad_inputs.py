@@ -22,7 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Call", "Outcome", "Script", "run_case", "snapshot", "SCRIPT_MODULES"]
+__all__ = [
+    "Call",
+    "Outcome",
+    "Script",
+    "SCRIPT_MODULES",
+    "documented_message",
+    "read_table",
+    "run_case",
+    "snapshot",
+    "write_table",
+]
 
 #: Console script -> module whose ``main()`` it runs (pyproject.toml [project.scripts]).
 SCRIPT_MODULES = {
@@ -143,3 +153,69 @@ def run_case(case: Script | Call, tmp: Path) -> Outcome:
     if case.prepare is not None:
         case.prepare(tmp)
     return _run_script(case, tmp) if isinstance(case, Script) else _run_call(case, tmp)
+
+
+def documented_message(message: str, tmp: Path) -> str:
+    """``message`` as docs/errors.md shows it: the case's folder as ``{tmp}``, the shared data as ``{data}``."""
+    data = os.environ.get("STPRED_DATA", "")
+    message = message.replace(str(tmp), "{tmp}")
+    return message.replace(data, "{data}") if data else message
+
+
+def command_text(case: Script | Call) -> str:
+    """The case's command as docs/errors.md shows it (an API case by its id)."""
+    if isinstance(case, Call):
+        return f"(Python API) {case.id}"
+    return " ".join([*(f"{k}={v}" for k, v in case.env), *case.argv])
+
+
+def _cell(text: str) -> str:
+    # Double backticks: a message may hold single ones; pipes would end the table cell.
+    return "`` " + text.replace("|", "\\|") + " ``"
+
+
+def _uncell(cell: str) -> str:
+    return cell.strip().removeprefix("`` ").removesuffix(" ``").replace("\\|", "|")
+
+
+def read_table(path: Path) -> dict[str, str]:
+    """docs/errors.md's rows: case id -> documented message (none while the file is missing)."""
+    rows: dict[str, str] = {}
+    for line in (path.read_text() if path.is_file() else "").splitlines():
+        cells = line.strip().strip("|").split(" | ") if line.startswith("| ``") else []
+        if len(cells) == 3:
+            rows[_uncell(cells[0])] = _uncell(cells[2])
+    return rows
+
+
+def write_table(cases: list[Script | Call], path: Path) -> None:
+    """Run every case in a fresh folder and write docs/errors.md (``python tests/_bad_inputs.py``)."""
+    import tempfile
+
+    rows = []
+    for case in cases:
+        with tempfile.TemporaryDirectory() as folder:
+            tmp = Path(folder).resolve()
+            message = documented_message(run_case(case, tmp).message, tmp)
+        rows.append(f"| {_cell(case.id)} | {_cell(command_text(case))} | {_cell(message)} |")
+        print(case.id, flush=True)
+    header = (
+        "# Every bad input the suite tries\n\n"
+        "Each row is a case of `tests/test_bad_inputs.py`: the command (run in a fresh folder `{tmp}`, with the\n"
+        "shared data at `{data}`) and the one line it ends with. Console scripts print it on stderr and exit with\n"
+        "code 2, leaving the folder as it was; the Python API raises `stpred.UserError` with the message. The test\n"
+        "checks that each message is the one written here; after changing a message, rewrite this file with\n"
+        "`STPRED_DATA=../shared/data .venv/bin/python tests/_bad_inputs.py`.\n\n"
+        f"{len(rows)} cases.\n\n"
+        "| case | command | message |\n|---|---|---|\n"
+    )
+    path.write_text(header + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import conftest  # noqa: F401  (STPRED_DATA and TRITON_INTERPRET as in the suite)
+    from _bad_inputs import write_table as write  # the module the cases were built with, not __main__
+    from test_bad_inputs import CASES
+
+    write(CASES, Path(__file__).resolve().parents[1] / "docs" / "errors.md")

@@ -73,7 +73,7 @@ CASES = [
     _train("train-batch-size-negative", "data.batch_size=-1", expect="data.batch_size=-1 is not allowed"),
     _train("train-batch-size-text", "data.batch_size=many", expect="data.batch_size='many'"),
     _train("train-eval-batch-size-0", "+data.eval_batch_size=0", expect="data.eval_batch_size=0"),
-    _train("train-num-workers-negative", "+data.num_workers=-2", expect="data.num_workers=-2"),
+    _train("train-num-workers-negative", "data.num_workers=-2", expect="data.num_workers=-2"),
     _train("train-max-epochs-negative", "trainer.max_epochs=-5", expect="trainer.max_epochs=-5 is not allowed"),
     _train("train-max-epochs-0", "trainer.max_epochs=0", expect="an integer >= 1 (or -1 for no limit)"),
     _train("train-max-epochs-float", "trainer.max_epochs=2.5", expect="trainer.max_epochs=2.5"),
@@ -125,7 +125,8 @@ CASES = [
            "file.txt", _file("file.txt")),  # fmt: skip
     _train("train-data-dir-under-file", expect="(STPRED_DATA) lies under", prepare=_file("file.txt"),
            env=(("STPRED_DATA", "{tmp}/file.txt/data"),), quick=False),  # fmt: skip
-    Script("train-root-dir-under-file", ("stpred-train", "experiment=quickstart"), "file.txt", _file("file.txt"),
+    Script("train-root-dir-under-file", ("stpred-train", "experiment=quickstart"), "cannot create a folder under",
+           _file("file.txt"),
            env=(("STPRED_ROOT", "{tmp}/file.txt"),)),  # fmt: skip
     # -- checkpoints to resume --------------------------------------------------------------------------------------
     _train("train-resume-missing", "ckpt_path={tmp}/missing.ckpt", expect="checkpoint not found"),

@@ -5,13 +5,17 @@ The cases are in ``_bad_inputs_*.py`` (docs/errors.md lists each with its messag
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from _bad_inputs import Script, run_case, snapshot
+from _bad_inputs import Script, documented_message, read_table, run_case, snapshot
 from _bad_inputs_data import CASES as DATA_CASES
 from _bad_inputs_io import CASES as IO_CASES
 from _bad_inputs_train import CASES as TRAIN_CASES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+DOCUMENTED = read_table(Path(__file__).resolve().parents[1] / "docs" / "errors.md")
 
 CASES = [*TRAIN_CASES, *DATA_CASES, *IO_CASES]
 
@@ -40,3 +44,5 @@ def test_bad_input_is_one_line(case, tmp_path):
     for advice in ("weights_only=False", "allow_pickle", "HYDRA_FULL_ERROR"):
         assert advice not in outcome.message
     assert snapshot(tmp_path) == before
+    # docs/errors.md shows this very message (rewrite it with `python tests/_bad_inputs.py` after a change)
+    assert DOCUMENTED.get(case.id) == documented_message(outcome.message, tmp_path), case.id

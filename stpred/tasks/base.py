@@ -69,6 +69,7 @@ class TaskBase(L.LightningModule):
         # that checkpoints rebuild the task with nothing but plain values.
         self.save_hyperparameters(frame=inspect.currentframe().f_back)
         self._schedule_start, self._restart_schedule = 0, False
+        self._resumed_from: tuple[dict[str, Any], int] | None = None
         self._fresh_schedule: dict[str, Any] | None = None
 
     def build_net(self, **target: int) -> nn.Module:
@@ -94,14 +95,18 @@ class TaskBase(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("stpred_schedule")
-        if self._trainer is None or saved is None or self.trainer.state.fn != "fit":
-            return
-        done = int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
-        max_epochs = self.trainer.max_epochs
+        if self._trainer is not None and saved is not None and self.trainer.state.fn == "fit":
+            self._resumed_from = (saved, int(checkpoint["global_step"]))
+
+    def _plan_schedule(self, max_epochs: int, steps_per_epoch: int) -> None:
+        """On a resume: continue the checkpoint's schedule, or restart it over the epochs still to run."""
+        saved, step = self._resumed_from
+        self._resumed_from = None
+        done = step // steps_per_epoch
         scheduler = (self.hparams.optim or {}).get("scheduler", "onecycle")
         if saved["max_epochs"] == max_epochs:
             self._schedule_start = int(saved["start_epoch"])
-            log.info(f"resuming after epoch {done} of {max_epochs}: the {scheduler} schedule continues")
+            log.info(f"resuming at step {step} (epoch {done} of {max_epochs}): the {scheduler} schedule continues")
             return
         self._schedule_start, self._restart_schedule = done, True
         log.info(
@@ -113,6 +118,8 @@ class TaskBase(L.LightningModule):
         trainer = self.trainer
         max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
         steps = max(1, int(trainer.estimated_stepping_batches) // max_epochs) if trainer.max_epochs else 1
+        if self._resumed_from is not None:
+            self._plan_schedule(max_epochs, steps)
         config = build_optimizers(
             self.parameters(),
             dict(self.hparams.optim or {}),
