@@ -22,6 +22,7 @@ __all__ = [
     "task_class",
     "build_task",
     "instantiate_list",
+    "check_shapes_match",
 ]
 
 CONFIG_DIR = str(Path(stpred.configs.__file__).parent)
@@ -144,3 +145,17 @@ def build_task(cfg: DictConfig, dm) -> Any:
         datamodule=OmegaConf.to_container(cfg.data, resolve=True),
         **extra,
     )
+
+
+def check_shapes_match(what: str, saved: dict[str, Any], shapes: Any, fix: str) -> None:
+    """The data's shapes (a :class:`~stpred.datamodules.base.DataShapes`) must be those a checkpoint's metadata
+    ``saved`` was trained on; otherwise one line naming both, ``what`` (the checkpoint as given) and ``fix``."""
+    from stpred.errors import UserError
+
+    target = "num_classes" if saved.get("task") == "classify" else "out_frames"
+    given = shapes.target().get(target)
+    if list(saved["in_shape"]) != list(shapes.in_shape) or saved.get(target) != given:
+        raise UserError(
+            f"{what} was trained on in_shape={list(saved['in_shape'])}, {target}={saved.get(target)}, but the data "
+            f"gives in_shape={list(shapes.in_shape)}, {target}={given}; {fix}"
+        )

@@ -172,6 +172,12 @@ def _check_model(model: Mapping[str, Any]) -> None:
     _check_keywords(kwargs, entry, f"model '{name}'", "model.kwargs.", fixed)
 
 
+def _check_data_values(data: Mapping[str, Any]) -> None:
+    _check_int(data, "data", "batch_size", 1)
+    _check_int(data, "data", "eval_batch_size", 1, optional=True)
+    _check_int(data, "data", "num_workers", 0)
+
+
 def _check_data(data: Mapping[str, Any]) -> None:
     target = data.get("_target_")
     if not target:
@@ -183,9 +189,6 @@ def _check_data(data: Mapping[str, Any]) -> None:
     except Exception:  # noqa: BLE001 - any import failure means the name is wrong
         raise UserError(f"data._target_={target} cannot be imported; check the class path") from None
     _check_keywords({k: v for k, v in data.items() if k != "_target_"}, cls, f"data ({cls.__name__})", "data.", set())
-    _check_int(data, "data", "batch_size", 1)
-    _check_int(data, "data", "eval_batch_size", 1, optional=True)
-    _check_int(data, "data", "num_workers", 0)
 
 
 def _check_data_dir(cfg: DictConfig) -> None:
@@ -209,19 +212,22 @@ def check_train_config(cfg: DictConfig) -> None:
     _need(_is_int(seed) and seed >= 0, "seed", seed, "an integer >= 0")
     for key in ("train", "test", "compile"):
         _need(isinstance(container.get(key, False), bool), key, container.get(key), "true or false")
-    _check_optim(OmegaConf.to_container(cfg.optim, resolve=True))
-    check_trainer(OmegaConf.to_container(cfg.trainer, resolve=True))
-    _check_model(OmegaConf.to_container(cfg.model, resolve=True))
-    _check_data_dir(cfg)
-    _check_data(OmegaConf.to_container(cfg.data, resolve=True))
     if not cfg.train and not cfg.test:
         raise UserError("train=false test=false leaves nothing to do; drop one of them")
+    # The values first, then the names that need imports: the model registry, then the datamodule (Lightning).
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    _check_data_values(data)
+    _check_optim(OmegaConf.to_container(cfg.optim, resolve=True))
+    check_trainer(OmegaConf.to_container(cfg.trainer, resolve=True))
+    _check_data_dir(cfg)
     loss = container.get("loss")
     if loss is not None:
         from stpred.losses import list_losses
 
         known = list_losses()
         _need(isinstance(loss, str) and loss in known, "loss", loss, f"null or one of {', '.join(known)}")
+    _check_model(OmegaConf.to_container(cfg.model, resolve=True))
+    _check_data(data)
 
 
 def drop_switched_model_keys(cfg: DictConfig, model_choice: str | None, experiment: str | None,

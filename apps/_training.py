@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from stpred.apps._compose import build_datamodule, build_task, instantiate_list, use_hydra_logging
+from stpred.apps._compose import build_datamodule, build_task, check_shapes_match, instantiate_list, use_hydra_logging
 from stpred.apps._config_check import check_train_config
 from stpred.apps._outputs import check_output_folder
 from stpred.apps._run_folder import after_failed_run
@@ -46,14 +46,12 @@ def _resume_checkpoint(cfg: DictConfig) -> str | None:
     if saved_model != cfg.model.name:
         raise UserError(f"ckpt_path={given} holds model '{saved_model}', but the config builds '{cfg.model.name}'")
     shapes = shapes_from_data_config(OmegaConf.to_container(cfg.data, resolve=True))
-    saved = hp["data"]
-    target = "num_classes" if shapes.task == "classify" else "out_frames"
-    if list(saved["in_shape"]) != list(shapes.in_shape) or saved.get(target) != shapes.target()[target]:
-        raise UserError(
-            f"ckpt_path={given} was trained on in_shape={list(saved['in_shape'])}, {target}={saved.get(target)}, "
-            f"but the data now gives in_shape={list(shapes.in_shape)}, {target}={shapes.target()[target]}; resume "
-            "with the data settings it was trained with, or start a new run (ckpt_path=null)"
-        )
+    check_shapes_match(
+        f"ckpt_path={given}",
+        hp["data"],
+        shapes,
+        "resume with the data settings it was trained with, or start a new run (ckpt_path=null)",
+    )
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     own = create_model_from_config(model_cfg, shapes.in_shape, **shapes.target()).state_dict()
     for key, value in ckpt["state_dict"].items():

@@ -2,7 +2,8 @@
 
 Commands:
     stpred-eval ckpt_path=runs/quickstart/<run>/checkpoints/last.ckpt
-    stpred-eval ckpt_path=... data=navier_stokes data.n_test=200     # another data config than the saved one
+    stpred-eval ckpt_path=... +data.n_test=200                     # the saved data config with another test size
+    stpred-eval ckpt_path=... data=navier_stokes data.resolution=32  # another data config than the saved one
     stpred-eval ckpt_path=... trainer=gpu
 """
 
@@ -15,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from stpred.apps._cli import guard, run_cli
-from stpred.apps._compose import CONFIG_DIR, build_datamodule, task_class, use_hydra_logging
+from stpred.apps._compose import CONFIG_DIR, build_datamodule, check_shapes_match, task_class, use_hydra_logging
 from stpred.apps._config_check import check_trainer
 from stpred.apps._outputs import check_output_folder
 from stpred.apps._run_folder import after_failed_run
@@ -63,20 +64,18 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict[str, float]:
     check_output_folder(out, "hydra.run.dir")
     ckpt = read_checkpoint(cfg.ckpt_path)
     hp = ckpt["hyper_parameters"]
-    # Resolved here, inside the composed config: a `data=` override interpolates `paths.data_dir`.
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else hp.get("datamodule")
-    if not data_cfg:
+    # Resolved here, inside the composed config: a `data=` override interpolates `paths.data_dir`. Keys without a
+    # data config (`+data.n_test=50`) change the checkpoint's own.
+    given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
+    data_cfg = given if "_target_" in given else {**(hp.get("datamodule") or {}), **given}
+    if "_target_" not in data_cfg:
         raise UserError(f"{cfg.ckpt_path} records no datamodule config; pass one with data=<name>")
-    shapes = shapes_from_data_config(data_cfg)
-    saved = hp["data"]
-    target = "num_classes" if saved.get("task") == "classify" else "out_frames"
-    given = shapes.target().get(target)
-    if list(shapes.in_shape) != list(saved["in_shape"]) or given != saved[target]:
-        raise UserError(
-            f"data gives in_shape={list(shapes.in_shape)}, {target}={given}; the checkpoint was trained "
-            f"on in_shape={saved['in_shape']}, {target}={saved[target]}; set the data keys to match "
-            "(stpred-zoo show or the run's config.yaml lists them)"
-        )
+    check_shapes_match(
+        f"ckpt_path={cfg.ckpt_path}",
+        hp["data"],
+        shapes_from_data_config(data_cfg),
+        "set the data keys to match (stpred-zoo show or the run's config.yaml lists them)",
+    )
 
     from lightning.pytorch.loggers import CSVLogger
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from stpred.apps._cli import ArgumentParser, run_cli
+from stpred.apps._outputs import check_output_file
 from stpred.errors import UserError
 
 __all__ = ["main", "run_import"]
@@ -55,6 +56,7 @@ def run_import(args: argparse.Namespace) -> list[str]:
     """Import ``args.weights`` as the flags say; returns the report lines."""
     from stpred.importers import import_weights
 
+    check_output_file(args.out, "--out")  # before reading weights or building a datamodule
     data, data_cfg = None, None
     if args.data is not None:
         if args.mean is not None or args.std is not None:

@@ -20,6 +20,11 @@ from torch import Tensor
 __all__ = ["MaskReport", "fill_input", "training_fill"]
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 NaN value"``, ``"2 NaN values"``: a count with its noun in agreement."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 @dataclass(frozen=True)
 class MaskReport:
     """What a forecast did with missing input values.
@@ -53,8 +58,8 @@ class MaskReport:
             else "as the checkpoint's training did"
         )
         return (
-            f"the input holds {self.unexpected} NaN values where the training data had none (first at {where}); "
-            f"they were filled with {self.fill}, {outcome}"
+            f"the input holds {_count(self.unexpected, 'NaN value')} where the training data had none "
+            f"(first at {where}); they were filled with {self.fill}, {outcome}"
         )
 
     def attributes(self) -> dict[str, str]:
@@ -65,7 +70,7 @@ class MaskReport:
             return {"stpred_fill": f"missing input values filled with {self.fill} (the checkpoint's fill_nan)"}
         attrs = {
             "stpred_mask": (
-                f"NaN (_FillValue) where the input is masked: {self.masked_cells} cells per time step "
+                f"NaN (_FillValue) where the input is masked: {_count(self.masked_cells, 'cell')} per time step "
                 f"({self.trained_masked} outside the trained mask, {self.masked_cells - self.trained_masked} "
                 "missing in every input frame); elsewhere missing input values were filled with "
                 f"{self.fill or 'the training mean'}"

@@ -30,6 +30,7 @@ from stpred.errors import ConfigError
 from stpred.losses import expand_valid
 
 __all__ = [
+    "SSIM_KERNEL",
     "ForecastMetrics",
     "WeightedMean",
     "latitude_area_weights",
@@ -37,6 +38,9 @@ __all__ = [
     "ssim_per_frame",
     "valid_norms",
 ]
+
+#: The default SSIM window size (Wang et al.'s 11x11 Gaussian); frames smaller than it get no SSIM.
+SSIM_KERNEL = 11
 
 
 def valid_norms(pred: Tensor, target: Tensor, valid: Tensor, dim_start: int = 1) -> tuple[Tensor, Tensor, Tensor]:
@@ -150,7 +154,7 @@ def ssim_per_frame(
     pred: Tensor,
     target: Tensor,
     data_range: float,
-    kernel_size: int = 11,
+    kernel_size: int = SSIM_KERNEL,
     sigma: float = 1.5,
     valid: Tensor | None = None,
 ) -> Tensor:
@@ -310,7 +314,9 @@ class ForecastMetrics(_KeepDtypeMetric):
 
     With ``data_range`` L (image data in [0, L]; the prediction is clipped to [0, L], the target is not):
 
-    - ``ssim``: :func:`ssim_per_frame` on ``(B·T, C, H, W)``, mean over frames.
+    - ``ssim``: :func:`ssim_per_frame` on ``(B·T, C, H, W)``, mean over frames. Left out (``ssim=False``) for
+      frames smaller than the ``ssim_kernel`` window, where it is undefined: :meth:`from_metadata` does so for
+      such a grid (e.g. 8x8 with the 11x11 window), the other image metrics stay (docs/metrics.md, "SSIM").
     - ``psnr``: per frame ``10·log10(L² / mean_chw (ŷ − y)²)`` in float, mean over N·T frames; a frame at or
       above ``psnr_cap_db`` (including zero error) counts as ``psnr_cap_db`` and in ``psnr_capped``.
     - ``psnr_uint8``: SimVP-v1 convention: ``floor(clip(ŷ)·255/L)`` and ``floor(y·255/L)`` as in
@@ -340,6 +346,7 @@ class ForecastMetrics(_KeepDtypeMetric):
         lat_weights: One weight per row H (e.g. :func:`latitude_area_weights`); renormalised to mean 1.
         ssim_kernel: Odd size of the Gaussian SSIM window.
         ssim_sigma: Standard deviation of the Gaussian SSIM window.
+        ssim: Report ``ssim`` with ``data_range``; ``False`` leaves it out (frames smaller than the window).
         psnr_cap_db: PSNR given to frames with zero (or vanishing) error.
         **kwargs: Passed to :class:`torchmetrics.Metric` (e.g. ``sync_on_compute``).
 
@@ -358,13 +365,17 @@ class ForecastMetrics(_KeepDtypeMetric):
     @classmethod
     def from_metadata(cls, data: dict[str, Any]) -> ForecastMetrics:
         """The metrics a forecaster of datamodule ``metadata()`` ``data`` is scored with: its ``out_frames``, its
-        ``data_range`` (image metrics), ``pde`` (relative L2) and ``latitude`` (area-weighted errors)."""
+        ``data_range`` (image metrics), ``pde`` (relative L2) and ``latitude`` (area-weighted errors). SSIM is left
+        out when the frames (``in_shape`` H, W) are smaller than the default window; the other metrics stay."""
         lat = data.get("latitude")
+        in_shape = data.get("in_shape")
+        fits = in_shape is None or min(int(v) for v in list(in_shape)[-2:]) >= SSIM_KERNEL
         return cls(
             int(data["out_frames"]),
             data_range=data.get("data_range"),
             pde=bool(data.get("pde", False)),
             lat_weights=latitude_area_weights(lat).tolist() if lat is not None else None,
+            ssim=fits,
         )
 
     def __init__(
@@ -374,8 +385,9 @@ class ForecastMetrics(_KeepDtypeMetric):
         data_range: float | None = None,
         pde: bool = False,
         lat_weights: Sequence[float] | None = None,
-        ssim_kernel: int = 11,
+        ssim_kernel: int = SSIM_KERNEL,
         ssim_sigma: float = 1.5,
+        ssim: bool = True,
         psnr_cap_db: float = 100.0,
         **kwargs: Any,
     ) -> None:
@@ -395,6 +407,7 @@ class ForecastMetrics(_KeepDtypeMetric):
         self.pde = bool(pde)
         self.ssim_kernel = int(ssim_kernel)
         self.ssim_sigma = float(ssim_sigma)
+        self.with_ssim = self.data_range is not None and bool(ssim)
         self.psnr_cap_db = float(psnr_cap_db)
 
         self.lat_weights: Tensor | None
@@ -425,9 +438,10 @@ class ForecastMetrics(_KeepDtypeMetric):
         lead_state("n_frames")
         lead_state("sse")
         lead_state("sae")
-        if self.data_range is not None:
+        if self.with_ssim:
             lead_state("n_frames_ssim")  # frames with at least one fully valid SSIM window
             lead_state("ssim_sum")
+        if self.data_range is not None:
             lead_state("psnr_sum")
             lead_state("psnr_uint8_sum")
             scalar_state("psnr_capped")
@@ -444,7 +458,7 @@ class ForecastMetrics(_KeepDtypeMetric):
     def config(self) -> dict[str, Any]:
         """Plain-value description of the conventions in use, for logging next to the numbers."""
         cfg: dict[str, Any] = {"out_frames": self.out_frames, "mse": "per element, unclipped"}
-        if self.data_range is not None:
+        if self.with_ssim:
             cfg["ssim"] = {
                 "implementation": "stpred.metrics.ssim_per_frame (Wang et al., valid region, float64)",
                 "window": "gaussian",
@@ -453,6 +467,9 @@ class ForecastMetrics(_KeepDtypeMetric):
                 "data_range": self.data_range,
                 "clip_pred": True,
             }
+        elif self.data_range is not None:
+            cfg["ssim"] = f"not computed: frames smaller than the {self.ssim_kernel}x{self.ssim_kernel} window"
+        if self.data_range is not None:
             cfg["psnr"] = {"data_range": self.data_range, "per_frame": True, "cap_db": self.psnr_cap_db}
             cfg["psnr_uint8"] = {"convention": "SimVP-v1 floor(x*255/L), float difference", "cap_db": self.psnr_cap_db}
         if self.pde:
@@ -482,10 +499,10 @@ class ForecastMetrics(_KeepDtypeMetric):
                 f"ForecastMetrics.update: {self.lat_weights.numel()} latitude weights for H={height} rows; "
                 "pass one weight per row"
             )
-        if self.data_range is not None and (height < self.ssim_kernel or width < self.ssim_kernel):
+        if self.with_ssim and (height < self.ssim_kernel or width < self.ssim_kernel):
             raise ValueError(
                 f"ForecastMetrics.update: SSIM window {self.ssim_kernel}x{self.ssim_kernel} does not fit "
-                f"{height}x{width} frames; lower ssim_kernel or set data_range=None"
+                f"{height}x{width} frames; pass ssim=False (as from_metadata does for such frames) or lower ssim_kernel"
             )
 
     def update(self, pred: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
@@ -546,15 +563,16 @@ class ForecastMetrics(_KeepDtypeMetric):
         f64 = torch.float64
         clipped = pred.clamp(0.0, rng)
 
-        ssim = ssim_per_frame(
-            rearrange(clipped, "b t c h w -> (b t) c h w"),
-            rearrange(target, "b t c h w -> (b t) c h w"),
-            data_range=rng,
-            kernel_size=self.ssim_kernel,
-            sigma=self.ssim_sigma,
-        )
-        self.n_frames_ssim += pred.shape[0]
-        self.ssim_sum += rearrange(ssim, "(b t) -> b t", t=self.out_frames).sum(0)
+        if self.with_ssim:
+            ssim = ssim_per_frame(
+                rearrange(clipped, "b t c h w -> (b t) c h w"),
+                rearrange(target, "b t c h w -> (b t) c h w"),
+                data_range=rng,
+                kernel_size=self.ssim_kernel,
+                sigma=self.ssim_sigma,
+            )
+            self.n_frames_ssim += pred.shape[0]
+            self.ssim_sum += rearrange(ssim, "(b t) -> b t", t=self.out_frames).sum(0)
 
         mse_frame = (clipped - target).square().mean(dim=(2, 3, 4)).to(f64)  # [B, T]
         psnr, capped = self._capped_psnr(mse_frame, rng)
@@ -616,18 +634,19 @@ class ForecastMetrics(_KeepDtypeMetric):
         frame_dims = (2, 3, 4)
         clipped = pred.clamp(0.0, rng)
 
-        total, positions = _masked_ssim_sums(
-            rearrange(clipped, "b t c h w -> (b t) c h w"),
-            rearrange(target, "b t c h w -> (b t) c h w"),
-            rearrange(valid, "b t c h w -> (b t) c h w"),
-            data_range=rng,
-            kernel_size=self.ssim_kernel,
-            sigma=self.ssim_sigma,
-        )
-        windowed = positions > 0
-        ssim = torch.where(windowed, total / (positions.clamp(min=1) * pred.shape[2]), 0.0)
-        self.n_frames_ssim += rearrange(windowed, "(b t) -> b t", t=self.out_frames).sum(0)
-        self.ssim_sum += rearrange(ssim, "(b t) -> b t", t=self.out_frames).sum(0)
+        if self.with_ssim:
+            total, positions = _masked_ssim_sums(
+                rearrange(clipped, "b t c h w -> (b t) c h w"),
+                rearrange(target, "b t c h w -> (b t) c h w"),
+                rearrange(valid, "b t c h w -> (b t) c h w"),
+                data_range=rng,
+                kernel_size=self.ssim_kernel,
+                sigma=self.ssim_sigma,
+            )
+            windowed = positions > 0
+            ssim = torch.where(windowed, total / (positions.clamp(min=1) * pred.shape[2]), 0.0)
+            self.n_frames_ssim += rearrange(windowed, "(b t) -> b t", t=self.out_frames).sum(0)
+            self.ssim_sum += rearrange(ssim, "(b t) -> b t", t=self.out_frames).sum(0)
 
         # Frames without a valid value give 0 / 0 = nan here; the where drops them and their capped flags.
         sq = torch.where(valid, (clipped - target).square(), 0.0)
@@ -655,8 +674,9 @@ class ForecastMetrics(_KeepDtypeMetric):
             "mae": self.sae / self.n_valid,
         }
         out["rmse"] = out["mse"].sqrt()
-        if self.data_range is not None:
+        if self.with_ssim:
             out["ssim"] = self.ssim_sum / self.n_frames_ssim
+        if self.data_range is not None:
             out["psnr"] = self.psnr_sum / frames
             out["psnr_uint8"] = self.psnr_uint8_sum / frames
         if self.pde:
@@ -678,8 +698,9 @@ class ForecastMetrics(_KeepDtypeMetric):
             "mae_frame": self.sae.sum() / frames,
         }
         out["rmse"] = out["mse"].sqrt()
-        if self.data_range is not None:
+        if self.with_ssim:
             out["ssim"] = self.ssim_sum.sum() / self.n_frames_ssim.sum()
+        if self.data_range is not None:
             out["psnr"] = self.psnr_sum.sum() / frames
             out["psnr_capped"] = self.psnr_capped.clone()
             out["psnr_uint8"] = self.psnr_uint8_sum.sum() / frames
@@ -697,8 +718,9 @@ class ForecastMetrics(_KeepDtypeMetric):
         """Per-lead-time curves, each ``[T]`` float32, synced across processes.
 
         Returns:
-            ``mse``, ``mae``, ``rmse`` (per-element, per lead); with ``data_range`` also ``ssim``, ``psnr``,
-            ``psnr_uint8``; with ``pde`` ``rel_l2_step``; with ``lat_weights`` ``rmse_lat`` and ``mae_lat``.
+            ``mse``, ``mae``, ``rmse`` (per-element, per lead); with ``data_range`` also ``ssim`` (unless
+            ``ssim=False``), ``psnr``, ``psnr_uint8``; with ``pde`` ``rel_l2_step``; with ``lat_weights``
+            ``rmse_lat`` and ``mae_lat``.
         """
         # Inside an outer sync (e.g. called from compute) the states are already global; leave that sync alone.
         outer = self._is_synced

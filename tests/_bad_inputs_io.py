@@ -337,7 +337,7 @@ CASES: list[Script | Call] = [
             "--in-shape",
             "10,1,64,64",
         ),
-        expect="file.txt",
+        expect="file.txt is a file, not a folder",
         prepare=_file,
     ),  # fmt: skip
     Script("import-no-out", ("stpred-import", "{tmp}/random.ckpt"), expect="--out", prepare=_random_ckpt),

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TINY_MODEL_KWARGS", "TINY_QUICKSTART", "n_params", "run_module"]
+__all__ = [
+    "TINY_MODEL_KWARGS",
+    "TINY_QUICKSTART",
+    "checkpoint_weights",
+    "n_params",
+    "run_module",
+    "train_in_subprocess",
+]
 
 #: Small hyperparameters of every registered model, used by the model tests (a new model adds its entry here).
 TINY_MODEL_KWARGS: dict[str, dict] = {
@@ -59,3 +66,25 @@ def run_module(
     command = [sys.executable, "-m", module, *map(str, args)]
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=full_env)
+
+
+def train_in_subprocess(tmp: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
+    """``stpred-train <overrides>`` in a subprocess, data under ``tmp/ns``, run folder ``tmp/<run>``; this folder is
+    on ``PYTHONPATH`` so that ``+callbacks.fault._target_=_fault_points.<Class>`` can put faults in."""
+    tests = Path(__file__).resolve().parent
+    return run_module(
+        "stpred.apps.train",
+        *overrides,
+        f"data.root={tmp / 'ns'}",
+        f"hydra.run.dir={tmp / run}",
+        cwd=tmp,
+        timeout=600,
+        env={"PYTHONPATH": str(tests)},
+    )
+
+
+def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The network's tensors (``net.*``) of a checkpoint, read as the apps read it (CRCs checked)."""
+    from stpred.checkpoint import read_checkpoint
+
+    return {k: v for k, v in read_checkpoint(path)["state_dict"].items() if k.startswith("net.")}

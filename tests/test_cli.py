@@ -44,3 +44,20 @@ def test_eval_missing_checkpoint_is_one_line(tmp_path):
         f"stpred-eval: error: checkpoint not found: {tmp_path / 'missing.ckpt'} "
         "(pass the path of a .ckpt written by stpred-train)"
     ]
+
+
+def test_eval_changes_one_key_of_the_saved_data_config(tmp_path):
+    """`+data.n_test=4`: the checkpoint's own data config with a smaller test split (checked shapes, then tested)."""
+    proc = run_module(
+        "stpred.apps.evaluate",
+        "ckpt_path=zoo:ns-fno2d",
+        "+data.n_test=4",
+        f"+data.root={tmp_path / 'ns'}",
+        "+data.progress=false",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rel_l2=" in proc.stdout
+    assert "ns_r32_s32_nu0.001_n184" in " ".join(p.name for p in (tmp_path / "ns").iterdir())

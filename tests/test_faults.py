@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import TINY_QUICKSTART, run_module
+from _helpers import TINY_QUICKSTART, checkpoint_weights, train_in_subprocess
 
 from stpred.checkpoint import read_checkpoint
 
-TESTS = Path(__file__).resolve().parent
 #: 24 training trajectories in batches of 4: 6 steps an epoch.
 STEPS_PER_EPOCH = 6
 
@@ -27,20 +26,7 @@ pytestmark = pytest.mark.slow
 
 
 def _train(tmp: Path, run: str, *extra: str):
-    return run_module(
-        "stpred.apps.train",
-        *TINY_QUICKSTART,
-        f"data.root={tmp / 'ns'}",
-        f"hydra.run.dir={tmp / run}",
-        *extra,
-        cwd=tmp,
-        timeout=600,
-        env={"PYTHONPATH": str(TESTS)},
-    )
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in read_checkpoint(path)["state_dict"].items() if k.startswith("net.")}
+    return train_in_subprocess(tmp, run, *TINY_QUICKSTART, *extra)
 
 
 def _best_score(path: Path) -> float:
@@ -78,19 +64,19 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_checkpoints(tmp):
     assert sorted(p.name for p in folder.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
     last = read_checkpoint(folder / "last.ckpt")
     assert last["global_step"] == STEPS_PER_EPOCH  # the step-8 save never happened
-    expected = _weights(tmp / "clean" / "checkpoints" / "last.ckpt")
-    for key, value in _weights(folder / "last.ckpt").items():
+    expected = checkpoint_weights(tmp / "clean" / "checkpoints" / "last.ckpt")
+    for key, value in checkpoint_weights(folder / "last.ckpt").items():
         assert torch.equal(value, expected[key]), key
     assert "stopped: TrainingDiverged: the training loss is nan" in (tmp / "nan" / "train.log").read_text()
 
 
-def test_a_diverging_learning_rate_never_writes_nonfinite_weights(tmp):
+def test_a_diverging_learning_rate_never_writes_nonfinitecheckpoint_weights(tmp):
     proc = _train(tmp, "lr", "optim.lr=1e6", "trainer.max_epochs=3")
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = _errors(proc.stderr)
     assert len(errors) == 1 and ("hold NaN or inf" in errors[0] or "the training loss is" in errors[0]), errors
     for path in (tmp / "lr").rglob("*.ckpt"):
-        for key, value in _weights(path).items():
+        for key, value in checkpoint_weights(path).items():
             assert torch.isfinite(value).all(), (path, key)
 
 
@@ -116,8 +102,8 @@ def test_sigterm_saves_says_so_exits_143_and_resumes_exactly(tmp, two_epochs):
     resumed = _train(tmp, run, "trainer.max_epochs=2", f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_checkpoint(last)["global_step"] == 2 * STEPS_PER_EPOCH
-    expected = _weights(two_epochs)
-    for key, value in _weights(last).items():
+    expected = checkpoint_weights(two_epochs)
+    for key, value in checkpoint_weights(last).items():
         assert torch.equal(value, expected[key]), key
 
 

@@ -501,7 +501,7 @@ def test_a_nan_where_training_had_none_is_filled_said_once_and_the_forecast_stay
     _, err = run_main(["--ckpt", vorticity["ckpt"], tmp_path / "holes.npy", "--out", out], capsys)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("stpred-forecast: warning: "), err
-    assert "1 NaN values where the training data had none" in lines[0]
+    assert "holds 1 NaN value where the training data had none" in lines[0]
     assert "frame 2, channel 0, row 3, column 5" in lines[0]
     predictor = load_predictor(vorticity["ckpt"])
     filled = frames[-4:].copy()
@@ -531,6 +531,6 @@ def test_predict_fills_an_unexpected_nan_with_one_warning(vorticity):
     x[1, 0, 7, 2] = float("nan")
     with pytest.warns(UserWarning) as caught:
         got = predictor.predict(x)
-    assert len(caught) == 1 and "1 NaN values where the training data had none" in str(caught[0].message)
+    assert len(caught) == 1 and "holds 1 NaN value where the training data had none" in str(caught[0].message)
     assert "frame 1, channel 0, row 7, column 2" in str(caught[0].message)
     assert torch.isfinite(got).all()

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import run_module
+from _helpers import checkpoint_weights, train_in_subprocess
 
 from stpred.checkpoint import read_checkpoint
-
-TESTS = Path(__file__).resolve().parent
 
 #: SimVPv2 with dropout and drop-path (so the per-step seeds matter) on 16x16 Navier-Stokes: 6 steps an epoch,
 #: 3 epochs, OneCycle stepped per step, last.ckpt also every 4 steps.
@@ -49,20 +47,7 @@ RUN = [
 
 
 def _train(tmp: Path, run: str, *extra: str):
-    return run_module(
-        "stpred.apps.train",
-        *RUN,
-        f"data.root={tmp / 'ns'}",
-        f"hydra.run.dir={tmp / run}",
-        *extra,
-        cwd=tmp,
-        timeout=600,
-        env={"PYTHONPATH": str(TESTS)},
-    )
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in read_checkpoint(path)["state_dict"].items() if k.startswith("net.")}
+    return train_in_subprocess(tmp, run, *RUN, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +55,7 @@ def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kill")
     proc = _train(tmp, "whole")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp, _weights(tmp / "whole" / "checkpoints" / "last.ckpt")
+    return tmp, checkpoint_weights(tmp / "whole" / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.slow
@@ -86,7 +71,7 @@ def uninterrupted(tmp_path_factory):
     ],
     ids=["mid-epoch", "after-epoch", "during-save"],
 )
-def test_sigkill_then_resume_ends_at_the_uninterrupted_weights(uninterrupted, kill, saved_step):
+def test_sigkill_then_resume_ends_at_the_uninterruptedcheckpoint_weights(uninterrupted, kill, saved_step):
     tmp, expected = uninterrupted
     run = f"killed_{saved_step}_{abs(hash(kill)) % 10_000}"
     proc = _train(tmp, run, *kill.split())
@@ -97,7 +82,7 @@ def test_sigkill_then_resume_ends_at_the_uninterrupted_weights(uninterrupted, ki
 
     resumed = _train(tmp, run, f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    final = _weights(last)
+    final = checkpoint_weights(last)
     assert read_checkpoint(last)["global_step"] == 18
     assert final.keys() == expected.keys()
     for key, value in expected.items():

@@ -189,6 +189,21 @@ def test_fill_input_masks_and_reports_independently_of_the_model():
     assert none is None and quiet.message() is None
 
 
+def test_mask_report_counts_agree_in_number():
+    mean, std = torch.zeros(1, 1, 1, 1, 1), torch.ones(1, 1, 1, 1, 1)
+    valid_mask = torch.ones(1, 4, 4, dtype=torch.bool)
+    valid_mask[0, 0, 0] = False
+    x = torch.ones(1, 2, 1, 4, 4)
+    x[:, :, 0, 0, 0] = float("nan")  # one masked cell
+    x[0, 1, 0, 2, 3] = float("nan")  # one unexpected value
+    _, _, one = fill_input(x, mean, std, valid_mask=valid_mask)
+    assert "holds 1 NaN value where" in one.message()
+    assert "masked: 1 cell per time step" in one.attributes()["stpred_mask"]
+    x[0, 0, 0, 1, 1] = float("nan")
+    _, _, two = fill_input(x, mean, std, valid_mask=valid_mask)
+    assert "holds 2 NaN values where" in two.message()
+
+
 # -- train, evaluate, forecast ---------------------------------------------------------------------------------------
 TINY = [
     "model=fno2d", "model.kwargs.modes=3", "model.kwargs.width=8", "trainer.max_epochs=2", "trainer.accelerator=cpu",

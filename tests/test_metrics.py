@@ -182,12 +182,39 @@ def test_ssim_respects_data_range_and_kernel():
 def test_ssim_frames_smaller_than_window_fail_clearly():
     m = ForecastMetrics(2, data_range=1.0)
     x = torch.rand(1, 2, 1, 8, 32)
-    with pytest.raises(ValueError, match="SSIM window 11x11 does not fit 8x32"):
+    with pytest.raises(ValueError, match="SSIM window 11x11 does not fit 8x32 frames; pass ssim=False"):
         m.update(x, x)
     with pytest.raises(ConfigError, match="odd"):
         ForecastMetrics(2, data_range=1.0, ssim_kernel=10)
     # Without data_range there is no SSIM, so small frames are fine.
     ForecastMetrics(2).update(x, x)
+
+
+def test_image_data_smaller_than_the_ssim_window_is_scored_without_ssim():
+    from stpred.datamodules.frames import FramesDataModule
+
+    meta = FramesDataModule("unused", t_in=2, t_out=3, image_size=8).metadata()  # 8x8 grey frames in [0, 1]
+    assert meta["in_shape"] == [2, 1, 8, 8] and meta["data_range"] == 1.0
+    m = ForecastMetrics.from_metadata(meta)
+    pred, target = torch.rand(4, 3, 1, 8, 8), torch.rand(4, 3, 1, 8, 8)
+    m.update(pred, target)
+    valid = torch.ones(4, 3, 1, 8, 8, dtype=torch.bool)
+    valid[:, :, :, :2] = False
+    m.update(pred, target, valid=valid)
+    image = {"psnr", "psnr_capped", "psnr_uint8", "psnr_uint8_capped"}  # as documented: no ssim, the rest stays
+    values = m.compute()
+    assert set(values) == {"mse", "mae", "rmse", "mse_frame", "mae_frame"} | image
+    assert all(torch.isfinite(v) for v in values.values())
+    assert set(m.per_lead()) == {"mse", "mae", "rmse", "psnr", "psnr_uint8"}
+    assert m.config["ssim"] == "not computed: frames smaller than the 11x11 window"
+    # Frames the window fits keep SSIM, computed as before.
+    for side in (11, 64):
+        fits = ForecastMetrics.from_metadata({**meta, "in_shape": [2, 1, side, side]})
+        frames = torch.rand(2, 3, 1, side, side)
+        fits.update(frames, frames * 0.5)
+        plain = ForecastMetrics(3, data_range=1.0)
+        plain.update(frames, frames * 0.5)
+        assert fits.compute()["ssim"].item() == plain.compute()["ssim"].item()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -256,6 +256,9 @@ def import_weights(
     if out.exists() and not force:
         raise UserError(f"{out} exists; pass --force to replace it")
     if not out.parent.is_dir():
+        found = next((parent for parent in out.parents if parent.exists()), None)
+        if found is not None and not found.is_dir():
+            raise UserError(f"cannot write {out}: {found} is a file, not a folder; pick another --out")
         raise UserError(f"the folder of --out {out} does not exist")
     if data is not None:
         classify = data.get("task") == "classify"
