@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from stpred.errors import UserError
 
@@ -117,21 +118,28 @@ def _is_write_error(exc: BaseException) -> bool:
     if not isinstance(exc, OSError) or exc.filename is None:
         return False
     refusals = (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError)
-    return isinstance(exc, refusals) or exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+    if isinstance(exc, refusals) or exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return True
+    # Creating a folder in a place that refuses new entries (/proc/sys) can end in ENOENT.
+    blocker = _nearest_existing(exc.filename)
+    return isinstance(exc, FileNotFoundError) and blocker.is_dir() and not os.access(blocker, os.W_OK)
+
+
+def _nearest_existing(filename: str) -> Path:
+    path = Path(filename)
+    return next((p for p in (path, *path.parents) if p.exists()), Path(path.anchor))
 
 
 def _describe_write_error(exc: OSError) -> str:
     """Name what stands in the way: a file where a folder must be, or a folder without write permission."""
-    from pathlib import Path
-
     path = Path(exc.filename)
-    for ancestor in (path, *path.parents):
-        if ancestor.exists():
-            if not ancestor.is_dir():
-                if ancestor == path:
-                    return f"cannot create the folder {path}: a file of that name is in the way; choose another folder"
-                return f"cannot create a folder under {ancestor}: it is a file, not a folder; choose another folder"
-            break
+    blocker = _nearest_existing(exc.filename)
+    if not blocker.is_dir():
+        if blocker == path:
+            return f"cannot create the folder {path}: a file of that name is in the way; choose another folder"
+        return f"cannot create a folder under {blocker}: it is a file, not a folder; choose another folder"
+    if not os.access(blocker, os.W_OK):
+        return f"cannot write {path}: {blocker} is not writable; choose a folder you can write to"
     return f"cannot write {path}: {exc.strerror}; choose a folder you can write to"
 
 

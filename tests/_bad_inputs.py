@@ -27,6 +27,8 @@ __all__ = [
     "Outcome",
     "Script",
     "SCRIPT_MODULES",
+    "cut_checkpoint",
+    "damaged_checkpoint",
     "documented_message",
     "read_table",
     "run_case",
@@ -153,6 +155,26 @@ def run_case(case: Script | Call, tmp: Path) -> Outcome:
     if case.prepare is not None:
         case.prepare(tmp)
     return _run_script(case, tmp) if isinstance(case, Script) else _run_call(case, tmp)
+
+
+def damaged_checkpoint(tmp: Path, zoo_name: str = "ns-fno2d", name: str = "damaged.ckpt") -> Path:
+    """A shipped checkpoint copied to ``tmp/name`` with 4 KB zeroed inside its tensor data, as a bad sector would."""
+    from stpred.zoo import resolve
+
+    data = bytearray(resolve(f"zoo:{zoo_name}").read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(4096)
+    (tmp / name).write_bytes(bytes(data))
+    return tmp / name
+
+
+def cut_checkpoint(tmp: Path, zoo_name: str = "ns-fno2d", name: str = "cut.ckpt") -> Path:
+    """A shipped checkpoint copied to ``tmp/name`` cut to two thirds of its bytes, as an interrupted copy leaves it."""
+    from stpred.zoo import resolve
+
+    data = resolve(f"zoo:{zoo_name}").read_bytes()
+    (tmp / name).write_bytes(data[: 2 * len(data) // 3])
+    return tmp / name
 
 
 def documented_message(message: str, tmp: Path) -> str:

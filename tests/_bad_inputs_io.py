@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bad_inputs import Call, Script
+from _bad_inputs import Call, Script, damaged_checkpoint
 
 ZOO_ARRAY = "zoo:ns-fno2d"  # an array forecaster: [10, 1, 32, 32] vorticity from a .npy
 ZOO_WEATHER = "zoo:era5-t2m-simvpv2"  # a weather forecaster: t2m on the UK grid from NetCDF, WB1 or Zarr
@@ -266,6 +266,18 @@ CASES: list[Script | Call] = [
         expect="the checkpoint needs [T >= 10, 1, 32, 32]",
         prepare=lambda tmp: np.save(tmp / "vorticity.npy", np.zeros((12, 1, 64, 64), np.float32)),
     ),
+    Script(
+        "forecast-ckpt-damaged",
+        _forecast("--ckpt", "{tmp}/damaged.ckpt", ERA5),
+        expect="fails its CRC-32 check",
+        prepare=lambda tmp: damaged_checkpoint(tmp, "era5-t2m-simvpv2"),
+    ),
+    Script(
+        "demo-ckpt-damaged",
+        _demo("--ckpt", "{tmp}/damaged.ckpt", CLIP),
+        expect="fails its CRC-32 check",
+        prepare=lambda tmp: damaged_checkpoint(tmp, "mmnist-simvpv2"),
+    ),
     Script("forecast-ckpt-unknown-zoo", _forecast("--ckpt", "zoo:no-such-entry", ERA5), expect="no-such-entry"),
     Script("forecast-input-missing", _forecast("--ckpt", ZOO_WEATHER, "{tmp}/missing.nc"), expect="input not found"),
     Script(
@@ -275,6 +287,12 @@ CASES: list[Script | Call] = [
         prepare=_vorticity,
     ),
     # -- load_predictor and Predictor.predict --------------------------------------------------------------------------
+    Call(
+        "load-predictor-damaged",
+        lambda tmp: _load(tmp, tmp / "damaged.ckpt"),
+        expect="fails its CRC-32 check",
+        prepare=damaged_checkpoint,
+    ),
     Call("load-predictor-int", lambda tmp: _load(tmp, 3), expect="got int"),
     Call("load-predictor-dict", lambda tmp: _load(tmp, {"path": "x.ckpt"}), expect="got dict"),
     Call("load-predictor-none", lambda tmp: _load(tmp, None), expect="got None"),

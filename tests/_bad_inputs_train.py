@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-from _bad_inputs import Script
+from _bad_inputs import Script, cut_checkpoint, damaged_checkpoint
 
 #: A run folder inside the case's folder: a failed start must not leave it behind.
 RUN = "hydra.run.dir={tmp}/run"
@@ -32,30 +31,12 @@ def _text_checkpoint(tmp: Path) -> None:
     (tmp / "notes.ckpt").write_text("this is a text file, not a checkpoint\n")
 
 
-def _zoo_copy(tmp: Path, name: str = "ns-fno2d") -> Path:
-    from stpred.zoo import resolve
-
-    target = tmp / f"{name}.ckpt"
-    shutil.copyfile(resolve(f"zoo:{name}"), target)
-    return target
-
-
 def _damaged(tmp: Path) -> None:
-    """The shipped FNO checkpoint with 4 KB zeroed inside its tensor data, as a bad sector would."""
-    path = _zoo_copy(tmp)
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 4096] = bytes(4096)
-    path.write_bytes(bytes(data))
-    (tmp / "ns-fno2d.ckpt").rename(tmp / "damaged.ckpt")
+    damaged_checkpoint(tmp)
 
 
 def _cut(tmp: Path) -> None:
-    """The shipped FNO checkpoint cut to two thirds of its bytes, as an interrupted copy leaves it."""
-    path = _zoo_copy(tmp)
-    data = path.read_bytes()
-    (tmp / "cut.ckpt").write_bytes(data[: 2 * len(data) // 3])
-    path.unlink()
+    cut_checkpoint(tmp)
 
 
 def _train(case_id: str, *args: str, expect: str, prepare=None, env=(), quick: bool = True) -> Script:
@@ -121,6 +102,8 @@ CASES = [
     # -- folders ----------------------------------------------------------------------------------------------------
     Script("train-run-dir-under-file", ("stpred-train", "experiment=quickstart", "hydra.run.dir={tmp}/file.txt/run"),
            "file.txt", _file("file.txt")),  # fmt: skip
+    Script("train-run-dir-unwritable", ("stpred-train", "experiment=quickstart", "hydra.run.dir=/proc/sys/stpred/run"),
+           "/proc/sys is not writable"),  # fmt: skip
     Script("train-run-dir-is-file", ("stpred-train", "experiment=quickstart", "hydra.run.dir={tmp}/file.txt"),
            "file.txt", _file("file.txt")),  # fmt: skip
     _train("train-data-dir-under-file", expect="(STPRED_DATA) lies under", prepare=_file("file.txt"),
@@ -147,6 +130,8 @@ CASES = [
     _eval("eval-text", "ckpt_path={tmp}/notes.ckpt", expect="notes.ckpt", prepare=_text_checkpoint),
     _eval("eval-damaged", "ckpt_path={tmp}/damaged.ckpt", expect="fails its CRC-32 check", prepare=_damaged),
     _eval("eval-cut", "ckpt_path={tmp}/cut.ckpt", expect="cut.ckpt", prepare=_cut),
+    _eval("eval-run-dir-unwritable", "ckpt_path=zoo:ns-fno2d", "hydra.run.dir=/proc/sys/stpred/run",
+          expect="/proc/sys is not writable"),  # fmt: skip
     _eval("eval-data-unknown", "ckpt_path=zoo:ns-fno2d", "data=nope", expect="unknown data 'nope'"),
     _eval("eval-data-other-grid", "ckpt_path=zoo:ns-fno2d", "data=navier_stokes", "data.root={tmp}/ns",
           expect="the checkpoint was trained on in_shape=[10, 1, 32, 32]"),  # fmt: skip

@@ -63,3 +63,20 @@ def test_mmnist_simvpv2_preset_is_the_published_model(tmp_path):
     model = stpred.create_model("simvpv2", in_shape=(10, 1, 64, 64), out_frames=10, **cfg.model.kwargs)
     assert abs(sum(p.numel() for p in model.parameters()) - 46.77e6) / 46.77e6 < 1e-3
     assert cfg.optim.lr == 1e-3 and cfg.optim.scheduler == "onecycle" and cfg.data.batch_size == 16
+
+
+def test_switching_a_presets_model_drops_the_presets_model_keys(tmp_path):
+    """`experiment=quickstart model=predformer`: the preset's FNO keys (modes, width, mode) are dropped and PredFormer
+    gets its own defaults; a command-line model key stays."""
+    from stpred.apps._compose import compose_train_config
+    from stpred.apps._config_check import check_train_config
+
+    cfg = compose_train_config("experiment=quickstart", "model=predformer", output_dir=tmp_path / "run")
+    kwargs = cfg.model.kwargs
+    assert cfg.model.name == "predformer" and not {"modes", "width", "mode"} & set(kwargs)
+    assert kwargs.dim == 256 and kwargs.patch_size == 8  # configs/model/predformer.yaml
+    check_train_config(cfg)  # no unknown keyword is passed on
+    kept = compose_train_config("experiment=quickstart", "model=fno3d", "model.kwargs.width=12", output_dir=tmp_path)
+    assert kept.model.kwargs.width == 12 and "mode" not in kept.model.kwargs
+    same = compose_train_config("experiment=quickstart", output_dir=tmp_path)
+    assert (same.model.kwargs.modes, same.model.kwargs.width) == (8, 20)
