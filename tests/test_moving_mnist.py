@@ -256,13 +256,14 @@ def test_determinism_across_instances_and_workers(mnist_dir: Path) -> None:
 def test_fresh_training_sequences_each_epoch_fixed_eval(mnist_dir: Path) -> None:
     dm = _dm(mnist_dir)
     train, val, test = dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()
-    assert isinstance(train.sampler, EpochSampler)
+    sampler = train.batch_sampler.sampler  # the resumable loader batches the epoch sampler's indices
+    assert isinstance(sampler, EpochSampler)
     e0, v0, t0 = _epoch(train), _epoch(val), _epoch(test)
     e1, v1, t1 = _epoch(train), _epoch(val), _epoch(test)
     assert not torch.equal(e0, e1)
     assert (e0 - e1).abs().amax(dim=(1, 2, 3, 4)).min() > 0  # every sequence changed
     assert torch.equal(v0, v1) and torch.equal(t0, t1)
-    train.sampler.set_epoch(0)  # what Lightning does on resume
+    sampler.set_epoch(0)  # what Lightning does on resume
     assert torch.equal(_epoch(train), e0)
     assert [b["index"].tolist() for b in train][0] == [8, 9, 10, 11]  # epoch 1 -> global indices 8..15
 
