@@ -104,6 +104,13 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _record_shown_warnings() -> None:
+    """Record every warning a user would see; ResourceWarning is hidden by default (and the garbage collector may
+    raise one for another test's object in the middle of a case)."""
+    warnings.simplefilter("always")
+    warnings.simplefilter("ignore", ResourceWarning)
+
+
 def _fill(text: str, tmp: Path) -> str:
     return text.format(tmp=tmp, data=os.environ.get("STPRED_DATA", ""))
 
@@ -121,7 +128,7 @@ def _run_script(case: Script, tmp: Path) -> Outcome:
         sys.argv = argv
         os.chdir(tmp)
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(stderr):
-            warnings.simplefilter("always")
+            _record_shown_warnings()
             try:
                 module.main()
             except SystemExit as exc:
@@ -142,7 +149,7 @@ def _run_call(case: Call, tmp: Path) -> Outcome:
     from stpred.errors import UserError
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        _record_shown_warnings()
         try:
             case.call(tmp)
         except UserError as exc:

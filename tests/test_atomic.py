@@ -41,9 +41,12 @@ def test_an_error_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> 
 
 
 WRITER = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 from stpred.atomic import atomic_output
+# A shell that starts a job in the background makes it ignore SIGINT, and Python then keeps that; the test is about
+# what atomic_output does on KeyboardInterrupt, so restore Python's own handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with atomic_output(Path(sys.argv[1])) as tmp:
     tmp.write_bytes(b"x" * 4096)
     print("writing", flush=True)
