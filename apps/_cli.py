@@ -115,25 +115,24 @@ def _is_write_error(exc: BaseException) -> bool:
     permission, a full or read-only disk): the user's to fix, not a bug."""
     import errno
 
+    from stpred.apps._outputs import nearest_existing
+
     if not isinstance(exc, OSError) or exc.filename is None:
         return False
     refusals = (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError)
     if isinstance(exc, refusals) or exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
         return True
     # Creating a folder in a place that refuses new entries (/proc/sys) can end in ENOENT.
-    blocker = _nearest_existing(exc.filename)
+    blocker = nearest_existing(exc.filename)
     return isinstance(exc, FileNotFoundError) and blocker.is_dir() and not os.access(blocker, os.W_OK)
-
-
-def _nearest_existing(filename: str) -> Path:
-    path = Path(filename)
-    return next((p for p in (path, *path.parents) if p.exists()), Path(path.anchor))
 
 
 def _describe_write_error(exc: OSError) -> str:
     """Name what stands in the way: a file where a folder must be, or a folder without write permission."""
+    from stpred.apps._outputs import nearest_existing
+
     path = Path(exc.filename)
-    blocker = _nearest_existing(exc.filename)
+    blocker = nearest_existing(exc.filename)
     if not blocker.is_dir():
         if blocker == path:
             return f"cannot create the folder {path}: a file of that name is in the way; choose another folder"

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from stpred.apps._outputs import nearest_existing
 from stpred.errors import UserError
 
 __all__ = ["check_train_config", "check_trainer", "drop_switched_model_keys"]
@@ -197,10 +198,8 @@ def _check_data_dir(cfg: DictConfig) -> None:
     except Exception:  # noqa: BLE001 - an unresolvable path is reported where it is used
         return
     path = Path(str(data_dir))
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
+    probe = nearest_existing(path)
+    if not probe.is_dir():
         source = "STPRED_DATA" if os.environ.get("STPRED_DATA") else "paths.data_dir"
         raise UserError(f"the data folder {path} ({source}) lies under {probe}, which is a file; point it at a folder")
 

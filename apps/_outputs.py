@@ -12,11 +12,12 @@ from pathlib import Path
 
 from stpred.errors import UserError
 
-__all__ = ["check_output_file", "check_output_folder"]
+__all__ = ["check_output_file", "check_output_folder", "nearest_existing"]
 
 
-def _nearest_existing(path: Path) -> Path:
+def nearest_existing(path: str | os.PathLike) -> Path:
     """``path`` itself or the closest of its parents that exists (the root always does)."""
+    path = Path(path)
     for candidate in (path, *path.parents):
         if candidate.exists():
             return candidate
@@ -39,7 +40,7 @@ def check_output_folder(folder: str | os.PathLike, option: str) -> Path:
         UserError: ``folder`` is a file, lies under a file, or cannot be written to.
     """
     folder = Path(folder).absolute()
-    found = _nearest_existing(folder)
+    found = nearest_existing(folder)
     if found == folder and not folder.is_dir():
         raise UserError(f"{option} {folder} is a file, not a folder; give a folder (it is made when missing)")
     if not found.is_dir():
@@ -64,7 +65,7 @@ def check_output_file(path: str | os.PathLike, option: str, fix: str | None = No
     fix = fix or f"pick another {option}"
     if path.is_dir():
         raise UserError(f"{option} {path} is a folder, not a file; {fix}")
-    found = _nearest_existing(path.parent)
+    found = nearest_existing(path.parent)
     if not found.is_dir():
         raise UserError(f"cannot write {path}: {found} is a file, not a folder; {fix}")
     if found != path.parent:

@@ -222,6 +222,10 @@ class ForecastDataModule(L.LightningDataModule):
             drop_last=shuffle and len(self.datasets[split]) > batch_size,
         )
 
+    def data_parallel_size(self) -> int:
+        """How many processes share the data (1 in one process), as the loaders split it."""
+        return _data_parallel_ranks(self.trainer)[0]
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled by ``(seed, epoch)``; resumable mid-epoch in one process (:mod:`stpred.datamodules.resumable`)."""
         if "train" not in self.datasets:
@@ -229,6 +233,7 @@ class ForecastDataModule(L.LightningDataModule):
         return training_loader(
             self.datasets["train"],
             batch_size=self.batch_size,
+            processes=self.data_parallel_size(),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

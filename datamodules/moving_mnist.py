@@ -616,6 +616,7 @@ class MovingMNISTDataModule(ForecastDataModule):
         return training_loader(
             dataset,
             batch_size=self.batch_size,
+            processes=self.data_parallel_size(),
             sampler=EpochSampler(len(dataset)),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

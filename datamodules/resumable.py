@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-__all__ = ["ResumableLoader", "SeededShuffleSampler", "distributed_world_size", "training_loader"]
+__all__ = ["ResumableLoader", "SeededShuffleSampler", "training_loader"]
 
 
 class SeededShuffleSampler(Sampler[int]):
@@ -93,21 +93,16 @@ class ResumableLoader(DataLoader):
         self._pending = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
 
 
-def distributed_world_size() -> int:
-    """The number of processes of an initialised ``torch.distributed`` group, else 1."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
-
-
 def training_loader(
-    dataset: Dataset, *, batch_size: int, sampler: Sampler[int] | None = None, **kwargs: Any
+    dataset: Dataset, *, batch_size: int, processes: int, sampler: Sampler[int] | None = None, **kwargs: Any
 ) -> DataLoader:
     """The training loader: resumable in one process (``sampler`` defaults to a :class:`SeededShuffleSampler` from
     torch's initial seed, which ``stpred-train`` sets from ``seed``), a plain shuffling one under DDP, where
-    Lightning installs its distributed sampler. The last incomplete batch is dropped when there is more than one."""
+    Lightning installs its distributed sampler (``processes``: how many share the data,
+    :meth:`~stpred.datamodules.base.ForecastDataModule.data_parallel_size`). The last incomplete batch is dropped
+    when there is more than one."""
     drop_last = len(dataset) > batch_size
-    if distributed_world_size() > 1:
+    if processes > 1:
         if sampler is None:
             return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, **kwargs)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **kwargs)

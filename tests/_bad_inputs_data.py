@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.io
 import xarray as xr
 from _bad_inputs import Script
+from _datafiles import write_mat_v73
 
 __all__ = ["CASES"]
 
@@ -38,17 +39,6 @@ def _ns_arrays(u: np.ndarray) -> dict[str, np.ndarray]:
     return {"a": u[..., 0], "u": u, "t": np.arange(1, NS_T + 1, dtype=np.float64)[None, :]}
 
 
-def _write_mat_v73(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """MATLAB v7.3: HDF5 after a 512-byte userblock, arrays column-major (axes reversed), as FNO's files."""
-    with h5py.File(path, "w", userblock_size=512) as f:
-        for name, value in arrays.items():
-            dset = f.create_dataset(name, data=np.transpose(value, tuple(reversed(range(value.ndim)))))
-            dset.attrs["MATLAB_class"] = np.bytes_("single" if value.dtype == np.float32 else "double")
-    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
-    with open(path, "r+b") as fh:
-        fh.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02" + b"IM")
-
-
 def _ns_nan_v5(tmp: Path) -> None:
     u = _ns_u()
     u[1, 2, 3, 4] = np.nan  # sample 1 (train), row 2, column 3, time step 4
@@ -59,7 +49,7 @@ def _ns_nan_v5(tmp: Path) -> None:
 def _ns_inf_v73(tmp: Path) -> None:
     u = _ns_u()
     u[5, 7, 6, 9] = np.inf  # the test trajectory only: training statistics are finite, forecasts would not be
-    _write_mat_v73(tmp / "ns.mat", _ns_arrays(u))
+    write_mat_v73(tmp / "ns.mat", _ns_arrays(u))
 
 
 def _ns_constant(tmp: Path) -> None:
@@ -212,53 +202,113 @@ TAXIBJ = ("stpred-train", "data=taxibj", "data.root={tmp}", "data.test_days=1", 
 
 CASES = [
     # Navier-Stokes: no mask, so any non-finite value is refused; the project's generated data is never checked.
-    Script("train-ns-mat-nan", NS, prepare=_ns_nan_v5,
-           expect="field 'u' holds 2 non-finite values (2 NaN, 0 inf) in the 6 trajectories used; "
-                  "first at u[1, 2, 3, 4] (sample 1, row 2, column 3, time step 4"),  # fmt: skip
-    Script("train-ns-mat-v73-inf", NS, prepare=_ns_inf_v73,
-           expect="1 non-finite value (0 NaN, 1 inf) in the 6 trajectories used; first at u[5, 7, 6, 9]"),  # fmt: skip
+    Script(
+        "train-ns-mat-nan",
+        NS,
+        prepare=_ns_nan_v5,
+        expect="field 'u' holds 2 non-finite values (2 NaN, 0 inf) in the 6 trajectories used; "
+        "first at u[1, 2, 3, 4] (sample 1, row 2, column 3, time step 4",
+    ),  # fmt: skip
+    Script(
+        "train-ns-mat-v73-inf",
+        NS,
+        prepare=_ns_inf_v73,
+        expect="1 non-finite value (0 NaN, 1 inf) in the 6 trajectories used; first at u[5, 7, 6, 9]",
+    ),  # fmt: skip
     Script("train-ns-mat-constant", NS, expect="the training frames are constant", prepare=_ns_constant),
     # data=arrays: NaN is masked; inf is refused in every format, also when fill_nan would fill NaN.
-    Script("train-arrays-nc-inf", (*ARRAYS, "data.path={tmp}/t2m.nc"), prepare=_nc_inf,
-           expect="2 infinite values in t2m; the first, inf, is in t2m.nc at time 2021-06-01T07:00:00, lat 52, lon 1 "
-                  "(t2m[7, 2, 5])"),  # fmt: skip
-    Script("train-arrays-nc-inf-fill-mean", (*ARRAYS, "data.path={tmp}/t2m.nc", "data.fill_nan=mean"),
-           expect="2 infinite values in t2m", prepare=_nc_inf),  # fmt: skip
-    Script("train-arrays-nc-inf-mask-value", (*ARRAYS, "data.path={tmp}/t2m.nc", "data.mask_value=inf"),
-           expect="1 infinite value in t2m; the first, -inf, is in t2m.nc at time 2021-06-02T06:00:00",
-           prepare=_nc_inf),  # fmt: skip
-    Script("train-arrays-npy-inf", (*ARRAYS, "data.path={tmp}/series.npy", "data.layout=THW"), prepare=_npy_inf,
-           expect="1 infinite value in series; the first, inf, is in series.npy at time step 12, row 3, column 1 "
-                  "(series[12, 3, 1], layout THW)"),  # fmt: skip
-    Script("train-arrays-npz-inf", (*ARRAYS, "data.path={tmp}/samples.npz", "data.layout=NTHW"), prepare=_npz_inf,
-           expect="the first, -inf, is in samples.npz at sample 3, time step 2, row 4, column 4"),  # fmt: skip
-    Script("train-arrays-h5-inf", (*ARRAYS, "data.path={tmp}/series.h5"), prepare=_h5_inf,
-           expect="1 infinite value in field; the first, inf, is in series.h5 at time step 20, channel 0, row 5, "
-                  "column 7"),  # fmt: skip
-    Script("train-arrays-nc-all-nan-channel", (*ARRAYS, "data.path={tmp}/two.nc", "data.variable=[t2m,sst]"),
-           expect="channel 1 has no observed value in the train split", prepare=_nc_nan_channel),  # fmt: skip
-    Script("train-arrays-npz-all-nan-fill-mean", (*ARRAYS, "data.path={tmp}/gaps.npz", "data.fill_nan=mean"),
-           expect="channel 0 has no observed value in the train split", prepare=_npz_nan_all),  # fmt: skip
+    Script(
+        "train-arrays-nc-inf",
+        (*ARRAYS, "data.path={tmp}/t2m.nc"),
+        prepare=_nc_inf,
+        expect="2 infinite values in t2m; the first, inf, is in t2m.nc at time 2021-06-01T07:00:00, lat 52, lon 1 "
+        "(t2m[7, 2, 5])",
+    ),  # fmt: skip
+    Script(
+        "train-arrays-nc-inf-fill-mean",
+        (*ARRAYS, "data.path={tmp}/t2m.nc", "data.fill_nan=mean"),
+        expect="2 infinite values in t2m",
+        prepare=_nc_inf,
+    ),  # fmt: skip
+    Script(
+        "train-arrays-nc-inf-mask-value",
+        (*ARRAYS, "data.path={tmp}/t2m.nc", "data.mask_value=inf"),
+        expect="1 infinite value in t2m; the first, -inf, is in t2m.nc at time 2021-06-02T06:00:00",
+        prepare=_nc_inf,
+    ),  # fmt: skip
+    Script(
+        "train-arrays-npy-inf",
+        (*ARRAYS, "data.path={tmp}/series.npy", "data.layout=THW"),
+        prepare=_npy_inf,
+        expect="1 infinite value in series; the first, inf, is in series.npy at time step 12, row 3, column 1 "
+        "(series[12, 3, 1], layout THW)",
+    ),  # fmt: skip
+    Script(
+        "train-arrays-npz-inf",
+        (*ARRAYS, "data.path={tmp}/samples.npz", "data.layout=NTHW"),
+        prepare=_npz_inf,
+        expect="the first, -inf, is in samples.npz at sample 3, time step 2, row 4, column 4",
+    ),  # fmt: skip
+    Script(
+        "train-arrays-h5-inf",
+        (*ARRAYS, "data.path={tmp}/series.h5"),
+        prepare=_h5_inf,
+        expect="1 infinite value in field; the first, inf, is in series.h5 at time step 20, channel 0, row 5, column 7",
+    ),  # fmt: skip
+    Script(
+        "train-arrays-nc-all-nan-channel",
+        (*ARRAYS, "data.path={tmp}/two.nc", "data.variable=[t2m,sst]"),
+        expect="channel 1 has no observed value in the train split",
+        prepare=_nc_nan_channel,
+    ),  # fmt: skip
+    Script(
+        "train-arrays-npz-all-nan-fill-mean",
+        (*ARRAYS, "data.path={tmp}/gaps.npz", "data.fill_nan=mean"),
+        expect="channel 0 has no observed value in the train split",
+        prepare=_npz_nan_all,
+    ),  # fmt: skip
     # WeatherBench / ERA5: inf is neither a missing value nor a constant channel.
-    Script("train-weatherbench-nc-inf", WB, prepare=_wb_inf,
-           expect="1 infinite value in 't2m' over the splits of t2m.nc; the first, inf, is 't2m' at "
-                  "2021-06-01T05:00:00, latitude 51, longitude -2"),  # fmt: skip
-    Script("train-era5-nc-inf-fill-mean", ERA5, prepare=_wb_inf_first_frame,
-           expect="2 infinite values in 't2m' over the splits of t2m.nc; the first, -inf, is 't2m' at "
-                  "2021-06-01T00:00:00"),  # fmt: skip
-    Script("train-weatherbench-fill-nan-inf", (*WB, "data.fill_nan=inf"), prepare=_wb_inf,
-           expect="fill_nan=inf; use null, a finite number or 'mean'"),  # fmt: skip
+    Script(
+        "train-weatherbench-nc-inf",
+        WB,
+        prepare=_wb_inf,
+        expect="1 infinite value in 't2m' over the splits of t2m.nc; the first, inf, is 't2m' at "
+        "2021-06-01T05:00:00, latitude 51, longitude -2",
+    ),  # fmt: skip
+    Script(
+        "train-era5-nc-inf-fill-mean",
+        ERA5,
+        prepare=_wb_inf_first_frame,
+        expect="2 infinite values in 't2m' over the splits of t2m.nc; the first, -inf, is 't2m' at 2021-06-01T00:00:00",
+    ),  # fmt: skip
+    Script(
+        "train-weatherbench-fill-nan-inf",
+        (*WB, "data.fill_nan=inf"),
+        prepare=_wb_inf,
+        expect="fill_nan=inf; use null, a finite number or 'mean'",
+    ),  # fmt: skip
     Script("train-weatherbench-nc-all-nan", WB, expect="hold only NaN in the train split", prepare=_wb_all_nan),
     Script("train-weatherbench-nc-constant", WB, expect="constant over the train split", prepare=_wb_constant),
     # TaxiBJ: min-max scaling has no mask; NaN and inf are refused with the stamp, channel and cell.
-    Script("train-taxibj-h5-nan", TAXIBJ, prepare=_taxibj_nan,
-           expect="data holds 3 non-finite values (3 NaN, 0 inf); first at frame 50 (date 2015030203), channel 1, "
-                  "row 2, column 3"),  # fmt: skip
-    Script("train-taxibj-h5-inf", TAXIBJ, prepare=_taxibj_inf,
-           expect="1 non-finite value (0 NaN, 1 inf); first at frame 170 (date 2015030427), channel 0, row 7, "
-                  "column 7"),  # fmt: skip
+    Script(
+        "train-taxibj-h5-nan",
+        TAXIBJ,
+        prepare=_taxibj_nan,
+        expect="data holds 3 non-finite values (3 NaN, 0 inf); first at frame 50 (date 2015030203), channel 1, "
+        "row 2, column 3",
+    ),  # fmt: skip
+    Script(
+        "train-taxibj-h5-inf",
+        TAXIBJ,
+        prepare=_taxibj_inf,
+        expect="1 non-finite value (0 NaN, 1 inf); first at frame 170 (date 2015030427), channel 0, row 7, column 7",
+    ),  # fmt: skip
     Script("train-taxibj-h5-constant", TAXIBJ, expect="the training frames are constant", prepare=_taxibj_constant),
-    Script("train-taxibj-npz-nan", (*TAXIBJ, "data.npz=dataset.npz"), prepare=_taxibj_npz_nan,
-           expect="Y_train holds 1 non-finite value (1 NaN, 0 inf); first at window 11, frame 2, channel 0, row 5, "
-                  "column 6"),  # fmt: skip
+    Script(
+        "train-taxibj-npz-nan",
+        (*TAXIBJ, "data.npz=dataset.npz"),
+        prepare=_taxibj_npz_nan,
+        expect="Y_train holds 1 non-finite value (1 NaN, 0 inf); first at window 11, frame 2, channel 0, row 5, "
+        "column 6",
+    ),  # fmt: skip
 ]

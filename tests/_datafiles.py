@@ -75,3 +75,14 @@ def make_cvdf(root: Path, clips, splits: dict[str, list[tuple[str, str]]], heade
                 os.symlink(clips[label], root / split / f"{youtube_id}_{start:06d}_{end:06d}.mp4")
         (root / "annotations" / f"{split}.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+def write_mat_v73(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """MATLAB v7.3 layout: HDF5 after a 512-byte userblock holding the MATLAB header; column-major arrays."""
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, value in arrays.items():
+            dset = f.create_dataset(name, data=np.transpose(value, tuple(reversed(range(value.ndim)))))
+            dset.attrs["MATLAB_class"] = np.bytes_("single" if value.dtype == np.float32 else "double")
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    with open(path, "r+b") as fh:
+        fh.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02" + b"IM")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from _datafiles import write_mat_v73
 
 from stpred.datamodules import METADATA_KEYS
 from stpred.datamodules import navier_stokes as ns
@@ -205,17 +206,6 @@ def fno_arrays() -> dict[str, np.ndarray]:
     return {"a": u[..., 0] - 1, "u": u, "t": np.arange(1, T + 1, dtype=np.float64)[None, :] * 0.25}
 
 
-def write_mat_v73(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """MATLAB v7.3 layout: HDF5 after a 512-byte userblock holding the MATLAB header; column-major arrays."""
-    with h5py.File(path, "w", userblock_size=512) as f:
-        for name, value in arrays.items():
-            dset = f.create_dataset(name, data=np.transpose(value, tuple(reversed(range(value.ndim)))))
-            dset.attrs["MATLAB_class"] = np.bytes_("single" if value.dtype == np.float32 else "double")
-    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
-    with open(path, "r+b") as fh:
-        fh.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02" + b"IM")
-
-
 @pytest.fixture(params=["v7.3", "v5"])
 def mat_file(request, tmp_path) -> Path:
     arrays = fno_arrays()
@@ -326,4 +316,3 @@ def test_generated_data_is_never_checked_for_non_finite_values(tmp_path, monkeyp
     dm.setup()
     assert np.isfinite(dm.mean) and dm.std > 0
     np.testing.assert_allclose(denormalised(dm, "train"), cache_frames(dm)[:2], rtol=1e-5, atol=1e-5)
-
